@@ -1,0 +1,189 @@
+"""One run: load the model, build the task's samples, and for each sample reset -> ingest -> answer
+while timing and measuring from outside. Results are written atomically into the run folder."""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from harness import env, io
+from harness.measure import NVML, Clock, Phase
+from harness.models import LoadedModel, ModelConfig, load, resolve_device
+from harness.prompt import encode
+from harness.registry import ConfigError, build_config, check
+from harness.summary import summarize, write_summary
+
+PHASE_KEYS = ("host_peak_rss_bytes", "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes", "gpu_process_peak_bytes", "gpu_device_peak_bytes")
+
+
+def _plain(node: Any) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+
+
+def build(cfg: DictConfig) -> tuple[ModelConfig, Any, Any, dict]:
+    """Validate every config group before anything heavy happens; errors name the field."""
+    from methods import REGISTRY as METHODS
+    from tasks import REGISTRY as TASKS
+
+    for group in ("model", "method", "task"):
+        if group not in cfg or cfg[group] is None or "name" not in cfg[group]:
+            raise ConfigError(f"missing config group '{group}' (e.g. {group}=<name>)")
+    method_vals, task_vals = _plain(cfg.method), _plain(cfg.task)
+    method_cls = METHODS.get(method_vals.pop("name"))
+    task_cls = TASKS.get(task_vals.pop("name"))
+    model_cfg = build_config(ModelConfig, _plain(cfg.model), "model")
+    method_cfg = build_config(method_cls.Config, method_vals, "method")
+    task_cfg = build_config(task_cls.Config, task_vals, "task")
+    run = {"warmup": 1, "repetitions": 1, "min_duration_s": 0.0, "limit": None, "max_new_tokens": None, "progress": True}
+    unknown = set(_plain(cfg.get("run"))) - set(run)
+    if unknown:
+        raise ConfigError(f"unknown field 'run.{sorted(unknown)[0]}'; valid fields: {', '.join(sorted(run))}")
+    run.update(_plain(cfg.get("run")))
+    check(isinstance(run["warmup"], int) and run["warmup"] >= 0, "run.warmup", "an integer >= 0", run["warmup"])
+    check(isinstance(run["repetitions"], int) and run["repetitions"] >= 1, "run.repetitions", "an integer >= 1", run["repetitions"])
+    check(run["limit"] is None or (isinstance(run["limit"], int) and run["limit"] > 0), "run.limit", "null or a positive integer", run["limit"])
+    return model_cfg, (method_cls, method_cfg), (task_cls, task_cfg), run
+
+
+def measure_sample(method: Any, lm: LoadedModel, ctx: Any, q: Any, max_new: int, nvml: NVML) -> tuple[dict, list[int]]:
+    """Reset, ingest, answer; return the per-sample metrics and the generated token ids."""
+    clock = Clock(lm.device)
+    method.reset()
+    with Phase(lm.device, nvml) as p_ingest:
+        clock.stamp()
+        method.ingest(ctx)
+        clock.stamp()
+    state, state_peak = method.state_bytes(), method.state_bytes_peak()
+    tokens: list[Any] = []
+    with Phase(lm.device, nvml) as p_answer:
+        clock.stamp()  # the question arrives
+        for tok in method.answer(q, max_new):
+            clock.stamp()
+            tokens.append(tok)
+    t = clock.seconds()  # the one synchronisation
+    ids = [int(x) for x in tokens]
+    n, ctx_tokens = len(ids), ctx.num_tokens
+    ingest_s, ans = t[1] - t[0], [x - t[2] for x in t[2:]]  # ans[0] = 0 (question), ans[i] = token i
+    m: dict[str, Any] = {"context_tokens": ctx_tokens, "question_tokens": len(q.ids), "n_tokens": n}
+    m["ingest_s"] = ingest_s
+    m["ingest_tok_per_s"] = ctx_tokens / ingest_s if ingest_s > 0 else None
+    m["ttft_query_s"] = ans[1] if n else None
+    m["ttft_cold_s"] = ingest_s + ans[1] if n else None
+    m["itl_s"] = [b - a for a, b in zip(ans[1:], ans[2:])]
+    m["e2e_s"] = ans[-1] if n else None
+    if n > 1:
+        m["tpot_s"] = (m["e2e_s"] - m["ttft_query_s"]) / (n - 1)
+        m["decode_tok_per_s"] = (n - 1) / sum(m["itl_s"])
+    else:
+        for k in ("tpot_s", "decode_tok_per_s"):
+            m[k], m[k + "_reason"] = None, "fewer than 2 tokens generated"
+    m["state_bytes"] = int(state)
+    m["state_bytes_peak"] = int(state_peak) if state_peak is not None else None
+    if state_peak is None:
+        m["state_bytes_peak_reason"] = f"method '{method.name}' does not track its peak"
+    m["attended_tokens"] = int(method.attended_tokens())
+    for phase, res in (("ingest", p_ingest.result), ("answer", p_answer.result)):
+        for k, v in res.items():
+            m[f"{k}_{phase}" if not k.endswith("_reason") else f"{k[:-7]}_{phase}_reason"] = v
+    for k in PHASE_KEYS:
+        vals = [r[k] for r in (p_ingest.result, p_answer.result) if r.get(k) is not None]
+        m[k] = max(vals) if vals else None
+        if not vals:
+            m[k + "_reason"] = p_ingest.result.get(k + "_reason", "not measured")
+    e_in, e_out = p_ingest.result.get("energy_j"), p_answer.result.get("energy_j")
+    m["j_per_ingested_token"] = e_in / ctx_tokens if e_in is not None else None
+    m["j_per_generated_token"] = e_out / n if e_out is not None and n else None
+    for k in ("j_per_ingested_token", "j_per_generated_token"):
+        if m[k] is None:
+            m[k + "_reason"] = p_ingest.result.get("energy_j_reason", "no tokens")
+    return m, ids
+
+
+def execute(cfg: DictConfig, out: Path) -> dict:
+    """Run one configuration into ``out``; returns the summary. Raises ConfigError on bad input."""
+    out = Path(out)
+    model_cfg, (method_cls, method_cfg), (task_cls, task_cfg), run = build(cfg)
+    io.write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    seed = int(cfg.get("seed", 0))
+    io.write_json(out / "env.json", env.collect(seed))
+    task = task_cls(task_cfg)
+    rows: list[dict] = []
+    status, error = "ok", None
+    t_start = time.time()
+    load_info: dict[str, Any] = {}
+    try:
+        device = resolve_device(model_cfg.device)
+        nvml = NVML(device)
+        with Phase(device, nvml) as p_load:
+            t0 = time.perf_counter()
+            lm = load(model_cfg)
+            load_s = time.perf_counter() - t0
+        method = method_cls(method_cfg, lm)
+        load_info = {"load_s": load_s, **p_load.result, "weights_bytes": lm.weights_bytes + method.extra_bytes(), "dtype": str(lm.dtype).replace("torch.", ""), "device": str(lm.device)}
+        samples = task.samples(lm.tokenizer, seed)
+        if run["limit"]:
+            samples = samples[: run["limit"]]
+        encoded = [encode(s, lm.tokenizer, model_cfg.chat) for s in samples]
+        for ctx, _ in encoded:
+            method.validate(ctx.num_tokens)
+        max_new = run["max_new_tokens"] or task_cfg.max_new_tokens
+        for i in range(min(run["warmup"], len(encoded))):  # excluded from results
+            measure_sample(method, lm, *encoded[i], max_new, nvml)
+        progress = _progress(len(samples), f"{method_cls.name} × {task_cls.name}", run["progress"])
+        correct = 0.0
+        for s, (ctx, q) in zip(samples, encoded):
+            rep, t_rep = 0, time.perf_counter()
+            while rep < run["repetitions"] or time.perf_counter() - t_rep < run["min_duration_s"]:
+                m, ids = measure_sample(method, lm, ctx, q, max_new, nvml)
+                text = lm.tokenizer.decode([i for i in ids if i not in lm.eos_ids], skip_special_tokens=True)
+                score = float(task.score(s, text))
+                rows.append({"id": s.id, "rep": rep, **s.slices, "slices": s.slices, "category": s.category, "prediction": text, "answers": s.answers, "score": score, **m})
+                if rep == 0:
+                    correct += score
+                rep += 1
+            progress.update(1)
+            progress.set_postfix(acc=f"{correct / progress.n:.2f}")
+        progress.close()
+    except ConfigError:
+        raise
+    except BaseException as e:
+        status = "oom" if isinstance(e, torch.cuda.OutOfMemoryError) else ("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+        error = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
+        if isinstance(e, KeyboardInterrupt):
+            raise
+    finally:
+        io.write_jsonl(out / "samples.jsonl", rows)
+        summary = summarize(rows, task_cls.metric)
+        summary.update({
+            "status": status, "error": error, "method": method_cls.name, "task": task_cls.name, "model": model_cfg.name,
+            "method_config": asdict(method_cfg), "task_config": asdict(task_cfg), "run": run, "load": load_info,
+            "wall_s": time.time() - t_start, "seed": seed,
+        })
+        write_summary(out, summary)
+    return summary
+
+
+class _NoBar:
+    n = 0
+
+    def update(self, k: int) -> None:
+        self.n += k
+
+    def set_postfix(self, **kw: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,1 @@
+"""Compute kernels for memory methods: one sub-package per op (PyTorch reference + Triton)."""

@@ -1,0 +1,112 @@
+"""The memory-method contract.
+
+A memory method turns a context into some persistent memory and later answers a question from it.
+The harness drives it in three calls and times everything from the outside:
+
+1. ``reset()``            forget everything (called before each sample).
+2. ``ingest(context)``    write the context into memory. The question is NOT visible here; a
+                          query-aware variant is a separately named method.
+3. ``answer(question)``   a generator that *yields token ids one at a time* (greedy). The harness
+                          stamps the time at each ``next()``, so the first yield is the time to
+                          first token and the gaps are inter-token latencies. A method must yield a
+                          token as soon as it is decided (no buffering) and must not time itself.
+
+``state_bytes()`` reports the method's persistent memory after ingest, counted from the tensors and
+objects themselves (KV tensors, recurrent states, retrieval text + index), never from a formula.
+``attended_tokens()`` is the number of tokens the backbone attends over when answering.
+
+The context arrives pre-tokenised by the harness so that all methods see identical token ids:
+``Context.prefix_ids`` (BOS or the chat header) then one id list per chunk/message.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+
+if TYPE_CHECKING:
+    from harness.models import LoadedModel
+
+
+@dataclass
+class Context:
+    """What a method may ingest: the prompt up to (not including) the question."""
+
+    prefix_ids: list[int]  # BOS / chat header, before the context
+    chunk_ids: list[list[int]]  # one id list per chunk/message, tokenised separately
+    chunk_texts: list[str]  # the same chunks as text (for retrieval methods)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prefix_ids) + sum(len(c) for c in self.chunk_ids)
+
+    def all_ids(self) -> list[int]:
+        out = list(self.prefix_ids)
+        for c in self.chunk_ids:
+            out.extend(c)
+        return out
+
+
+@dataclass
+class Question:
+    """The part of the prompt after the context: question, turn end, answer prefix."""
+
+    ids: list[int]
+    text: str
+    answer_prefix: str = ""
+    evidence: list[str] = field(default_factory=list)  # only the oracle method may look at this
+
+
+@dataclass
+class MethodConfig:
+    """Fields every method accepts. Subclasses add their own."""
+
+    chunk_size: int = 512  # tokens per forward call during ingest
+
+    def __post_init__(self) -> None:
+        from harness.registry import check
+
+        check(isinstance(self.chunk_size, int) and self.chunk_size > 0, "method.chunk_size", "a positive integer", self.chunk_size)
+
+
+class Method(ABC):
+    """Base class. Subclasses set ``name`` (= module name) and ``Config`` (a MethodConfig dataclass)."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    #: a label for reports when the method sees more than the protocol allows (e.g. "query-aware")
+    variant: str = ""
+
+    def __init__(self, cfg: MethodConfig, lm: "LoadedModel") -> None:
+        self.cfg = cfg
+        self.lm = lm
+
+    def validate(self, context_tokens: int) -> None:
+        """Raise ConfigError if this method's settings make no sense for a context this long."""
+
+    @abstractmethod
+    def reset(self) -> None: ...
+
+    @abstractmethod
+    def ingest(self, context: Context) -> None: ...
+
+    @abstractmethod
+    def answer(self, question: Question, max_new_tokens: int) -> Iterator[int]: ...
+
+    @abstractmethod
+    def state_bytes(self) -> int: ...
+
+    def state_bytes_peak(self) -> int | None:
+        """Largest state seen during the last ingest (None when the method does not track it)."""
+        return None
+
+    @abstractmethod
+    def attended_tokens(self) -> int: ...
+
+    def extra_bytes(self) -> int:
+        """Bytes of method parameters added to the backbone (e.g. an adapter); counted in weights_bytes."""
+        return 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "variant": self.variant}
