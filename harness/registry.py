@@ -34,10 +34,14 @@ class Registry:
         self.kind, self.package, self.base = kind, package, base
 
     def names(self) -> list[str]:
+        """Plugins = modules of the package that have a Hydra option file ``configs/<kind>/<name>.yaml``
+        (helper modules such as ``tasks/haystack.py`` have none)."""
+        from importlib.resources import files
+
         pkg = importlib.import_module(self.package)
-        return sorted(
-            m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_") and m.name != "base"
-        )
+        modules = {m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_") and m.name != "base"}
+        options = {p.name[:-5] for p in files("configs").joinpath(self.kind).iterdir() if p.name.endswith(".yaml")}
+        return sorted(modules & options)
 
     def get(self, name: str) -> type:
         valid = self.names()
