@@ -25,6 +25,7 @@ class GridConfig(TaskConfig):
         check(len(self.depths) > 0, "task.depths", "a non-empty list of percents", self.depths)
         for d in self.depths:
             check(isinstance(d, (int, float)) and 0 <= d <= 100, "task.depths", "percents between 0 and 100", d)
+        self.depths = [float(d) for d in self.depths]
         check(isinstance(self.samples_per_cell, int) and self.samples_per_cell > 0, "task.samples_per_cell", "a positive integer", self.samples_per_cell)
         check(self.haystack in ("noise", "prose"), "task.haystack", "noise or prose", self.haystack)
         check(isinstance(self.max_new_tokens, int) and self.max_new_tokens > 0, "task.max_new_tokens", "a positive integer", self.max_new_tokens)
