@@ -1,0 +1,177 @@
+"""One δ-mem memory: the per-layer projections, gates, low-rank corrections and the fp32 state.
+
+The state is ``S ∈ R^{N×r×r}`` per sequence (N = 1 for TSW/SSW, N states for MSW); rows are value
+dimensions. Every call first reads ``r_t = S_{t-1} q_t`` and then writes (deltamem.md §2):
+
+    S_t = Diag(1-β_t) S_{t-1} + Diag(β_t) (v_t - S_{t-1} k_t) k_tᵀ
+
+The scan itself lives in ``kernels.deltamem`` (``scan`` for chunks, ``step`` for one token); this
+module only projects, masks and keeps the state. Parameters stay fp32 whatever the backbone dtype:
+they are tiny, and the inputs to a tanh/L2 norm and a long recurrence should not be rounded twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GRANULARITIES = ("token", "message")
+HEADS = ("q", "k", "v", "o")
+
+
+@dataclass
+class Spec:
+    """Shape and behaviour of an attached δ-mem (one per model; saved with every adapter)."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    num_states: int = 1  # N; MSW when > 1
+    granularity: str = "token"  # token (TSW/MSW) | message (SSW: one write per message per call)
+    heads: tuple[str, ...] = ("q", "o")  # which projections get a correction ("qo" in the paper)
+    layers: tuple[int, ...] | None = None  # None = every attention layer
+    beta_bias_init: float = -1.5
+    base_slice_gain: float = 0.05
+
+    def __post_init__(self) -> None:
+        from harness.registry import check
+
+        self.heads = tuple(self.heads)
+        self.layers = None if self.layers is None or len(self.layers) == 0 else tuple(int(i) for i in self.layers)
+        check(isinstance(self.rank, int) and self.rank > 0, "rank", "a positive integer", self.rank)
+        check(isinstance(self.num_states, int) and self.num_states > 0, "num_states", "a positive integer", self.num_states)
+        check(self.granularity in GRANULARITIES, "granularity", f"one of {', '.join(GRANULARITIES)}", self.granularity)
+        check(set(self.heads) <= set(HEADS) and len(self.heads) > 0, "heads", f"a non-empty subset of {HEADS}", self.heads)
+        check(float(self.alpha) > 0, "alpha", "a positive number", self.alpha)
+
+
+@dataclass
+class Io:
+    """What the attach-level hooks hand every layer for one forward call."""
+
+    valid: torch.Tensor | None = None  # [B, T] bool, False = padding (no read, no write); None = all real
+    ids: torch.Tensor | None = None  # [B, T] long write ids: -1 = not written; SSW groups equal ids ≥ 0
+    granularity: str | None = None  # overrides Spec.granularity for this call (reported SSW->TSW fallback)
+    collect_beta: bool = False
+    beta: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (sum, count) per layer call
+
+
+class MemoryLayer(nn.Module):
+    """Parameters and state of δ-mem for one attention layer. Names match the official adapter."""
+
+    def __init__(self, spec: Spec, d: int, q_out: int, kv_out: int, layer_idx: int) -> None:
+        super().__init__()
+        R = spec.rank * spec.num_states
+        self.spec, self.layer_idx, self.width = spec, layer_idx, R
+        self.scale = float(spec.alpha) / spec.rank
+        self.memory_q_proj = nn.Linear(d, R, bias=False)
+        self.memory_k_proj = nn.Linear(d, R, bias=False)
+        self.memory_v_proj = nn.Linear(d, R, bias=False)
+        self.beta_proj = nn.Linear(d, R, bias=False)
+        self.beta_bias = nn.Parameter(torch.full((R,), float(spec.beta_bias_init)))
+        outs = {"q": q_out, "k": kv_out, "v": kv_out, "o": d}
+        self.delta = nn.ModuleDict({h: nn.Linear(R, outs[h], bias=False) for h in spec.heads})
+        nn.init.zeros_(self.beta_proj.weight)
+        for lin in self.delta.values():
+            nn.init.zeros_(lin.weight)
+        self.state: torch.Tensor | None = None  # [B, N, r, r] fp32
+        self._key: tuple | None = None  # (batch, device, input dtype) the state belongs to
+        self._reads: torch.Tensor | None = None  # [B, T, R] between the q and the o hook
+
+    @torch.no_grad()
+    def init_from_base(self, base: dict[str, torch.Tensor]) -> None:
+        """W_q^Δ / W_o^Δ: first r columns = gain × the base q_proj / o_proj first r columns, L2-normalised per column."""
+        r = self.spec.rank
+        for h, w in base.items():
+            if h in self.delta:
+                cols = F.normalize(w[:, :r].float(), dim=0) * self.spec.base_slice_gain  # [out, r]
+                self.delta[h].weight.zero_()
+                self.delta[h].weight[:, :r] = cols.to(self.delta[h].weight.device)
+
+    # -- state --------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.state, self._key, self._reads = None, None, None
+
+    def _state_for(self, x: torch.Tensor) -> torch.Tensor:
+        B, key = x.shape[0], (x.shape[0], x.device, x.dtype)
+        if self.state is None:
+            N, r = self.spec.num_states, self.spec.rank
+            self.state, self._key = torch.zeros(B, N, r, r, dtype=torch.float32, device=x.device), key
+        elif key != self._key:
+            raise RuntimeError(
+                f"δ-mem state of layer {self.layer_idx} belongs to (batch, device, dtype) = {self._key}, but this forward has "
+                f"{key}; call reset_state(model) before changing batch size, device or dtype"
+            )
+        return self.state
+
+    # -- compute ------------------------------------------------------------------------------
+    def project(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """h: [B, T, d] fp32 -> q, k, v, β each [B, T, N, r]; tanh + L2 per state on q and k."""
+        B, T, _ = h.shape
+        shape = (B, T, self.spec.num_states, self.spec.rank)
+        q = F.normalize(torch.tanh(self.memory_q_proj(h)).view(shape), dim=-1)
+        k = F.normalize(torch.tanh(self.memory_k_proj(h)).view(shape), dim=-1)
+        v = self.memory_v_proj(h).view(shape)
+        beta = torch.sigmoid(self.beta_proj(h) + self.beta_bias).view(shape)
+        return q, k, v, beta
+
+    def read_write(self, x: torch.Tensor, io: Io) -> torch.Tensor:
+        """x: [B, T, d] (the attention input). Returns reads [B, T, N*r] fp32 and advances the state."""
+        from kernels import deltamem as K
+
+        S = self._state_for(x)
+        B, T, _ = x.shape
+        h = x.float()
+        valid = io.valid if io.valid is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
+        ids = io.ids if io.ids is not None else torch.full((B, T), -1, dtype=torch.long, device=x.device)
+        ids = ids.masked_fill(~valid, -1)
+        q, k, v, beta = self.project(h)
+        q = q * valid[..., None, None]  # padding reads zero
+        if (io.granularity or self.spec.granularity) == "token":
+            w = (ids >= 0)[..., None, None]  # [B, T, 1, 1]
+            beta = beta * w  # β = 0: λ = 1 and no write, the state is held exactly
+            if io.collect_beta and bool(w.any()):
+                io.beta.append(((beta.sum()), w.sum() * beta.shape[-1] * beta.shape[-2]))
+            if not bool(w.any()):
+                reads = torch.einsum("bnij,btnj->btni", S, q)
+            elif T == 1:
+                r1, S = K.step(q[:, 0], k[:, 0] * w[:, 0], v[:, 0] * w[:, 0], beta[:, 0], S)
+                reads = r1[:, None]
+            else:
+                reads, S = K.scan(q, k * w, v * w, beta, S)
+        else:
+            reads = torch.einsum("bnij,btnj->btni", S, q)  # every token reads the state from before the call
+            S = self._message_writes(h, ids, S, io)
+        self.state = S
+        return reads.float().reshape(B, T, self.width)
+
+    def _message_writes(self, h: torch.Tensor, ids: torch.Tensor, S: torch.Tensor, io: Io) -> torch.Tensor:
+        """SSW: one write per message id present in this call, from the mean hidden state, in id order."""
+        from kernels import deltamem as K
+
+        B = h.shape[0]
+        uniq = [torch.unique(ids[b][ids[b] >= 0]) for b in range(B)]  # sorted ids per sequence
+        M = max((len(u) for u in uniq), default=0)
+        if M == 0:
+            return S
+        onehot = torch.zeros(B, M, h.shape[1], dtype=h.dtype, device=h.device)  # [B, M, T]
+        live = torch.zeros(B, M, dtype=torch.bool, device=h.device)
+        for b, u in enumerate(uniq):
+            onehot[b, : len(u)] = (ids[b][None, :] == u[:, None]).to(h.dtype)
+            live[b, : len(u)] = True
+        hm = (onehot @ h) / onehot.sum(-1, keepdim=True).clamp_min(1)  # [B, M, d]
+        q, k, v, beta = self.project(hm)
+        beta = beta * live[..., None, None]
+        if io.collect_beta:
+            io.beta.append((beta.sum(), live.sum() * beta.shape[-1] * beta.shape[-2]))
+        if M == 1:
+            return K.step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], S)[1]
+        return K.scan(q, k, v, beta, S)[1]
+
+    def correction(self, head: str, out: torch.Tensor) -> torch.Tensor:
+        """out + (α/r) W^Δ_head r_t, for the projection ``head`` whose output is ``out``."""
+        if self._reads is None:
+            raise RuntimeError(f"δ-mem layer {self.layer_idx}: {head}_proj ran before q_proj; this attention class is not supported")
+        return out + (self.scale * self.delta[head](self._reads)).to(out.dtype)
