@@ -21,6 +21,9 @@ The grid's ``depth`` places the first answer needle; other needles go at seeded 
 (RULER draws every needle's depth at random). RULER's "essay" haystack (Paul Graham) is our
 ``prose`` (CPython docs); ``task.haystack`` may override noise/prose for the non-needle variants.
 A needle haystack is topped up with a few noise words to hit the length exactly.
+
+``answers`` holds one complete reference answer (all values, comma-separated) so that the reference
+scores 1; the scored reference strings are ``meta["references"]``.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ class RulerNiah(Task):
             values = {k: [value() for _ in range(n_values)] for k in keys}
             needles = [t["needle"].format(key=k, value=v) for k in keys for v in values[k]]
             asked = keys[:n_asked]
-            answers = [v for k in asked for v in values[k]]
+            refs = [v for k in asked for v in values[k]]
             evidence = [t["needle"].format(key=k, value=v) for k in asked for v in values[k]]
             query = asked[0] if len(asked) == 1 else ", ".join(asked[:-1]) + ", and " + asked[-1]
             if cfg.haystack == "needles":
@@ -131,11 +134,11 @@ class RulerNiah(Task):
                     id=f"ruler_niah-{cfg.variant}-{n}-{depth:g}-{i}",
                     chunks=[text],
                     question=t["question"].format(query=query),
-                    answers=answers,
+                    answers=[", ".join(refs)],
                     answer_prefix=t["prefix"].format(query=query),
                     evidence=evidence,
                     slices={"context_length": n, "depth": depth},
-                    meta={"variant": cfg.variant, "split": cfg.split, "context_tokens": tokens, "needle_char": text.find(needles[0])},
+                    meta={"references": refs, "variant": cfg.variant, "split": cfg.split, "context_tokens": tokens, "needle_char": text.find(needles[0])},
                 )
             )
         return out
@@ -154,4 +157,4 @@ class RulerNiah(Task):
         return top_up(tokenizer, render(m), "", n)
 
     def score(self, sample: Sample, prediction: str) -> float:
-        return string_match_all(prediction, sample.answers)
+        return string_match_all(prediction, sample.meta.get("references", sample.answers))
