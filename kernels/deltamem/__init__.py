@@ -1,0 +1,140 @@
+"""δ-mem delta-rule state scan: one public entry point with an `impl=` switch.
+
+Why one entry point: methods and benchmarks call `scan`/`step` and never pick kernels
+themselves, so the reference (CPU, ground truth) and the Triton kernels (GPU) share one tensor
+layout and one validation path, and a test can compare any two implementations directly.
+
+Layout everywhere: q, k, v, beta [B, T, N, r] (N independent state heads of size r), state
+[B, N, r, r] fp32 with row i = value dim i. Per head: read_t = S_{t-1} q_t (read BEFORE write),
+S_t = Diag(1 − β_t) S_{t-1} + Diag(β_t)(v_t − S_{t-1} k_t) k_tᵀ. q, k arrive normalised, β in (0, 1).
+
+impl: "auto" (Triton for CUDA tensors, chunked reference otherwise), "reference" (chunked
+PyTorch), "triton" (CUDA, or CPU under TRITON_INTERPRET=1), "recurrent" (per-token loop,
+ground truth for tests only).
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import torch
+
+from kernels.deltamem import reference
+
+__all__ = ["scan", "step", "IMPLS", "STEP_IMPLS", "MAX_TRITON_R"]
+
+IMPLS = ("auto", "reference", "triton", "recurrent")
+STEP_IMPLS = ("auto", "reference", "triton")
+MAX_TRITON_R = 64
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check_impl(impl: str, allowed: tuple[str, ...]) -> None:
+    if impl not in allowed:
+        hint = difflib.get_close_matches(str(impl), allowed, n=1)
+        near = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ValueError(f"impl must be one of {allowed}, got {impl!r}{near}")
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+                  state: torch.Tensor | None, ndim: int, layout: str) -> None:
+    for name, x in (("q", q), ("k", k), ("v", v), ("beta", beta)):
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor {layout}, got {type(x).__name__}")
+        if x.dim() != ndim:
+            raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {tuple(x.shape)}")
+        if x.shape != q.shape:
+            raise ValueError(f"{name} must have q's shape {tuple(q.shape)} {layout}, "
+                             f"got {tuple(x.shape)}")
+        if x.dtype not in _DTYPES:
+            raise ValueError(f"{name} dtype must be one of fp16/bf16/fp32/fp64, got {x.dtype}")
+        if x.dtype != q.dtype:
+            raise ValueError(f"{name} dtype must equal q's dtype {q.dtype}, got {x.dtype}")
+        if x.device != q.device:
+            raise ValueError(f"{name} must be on q's device {q.device}, got {x.device}")
+    B, N, r = q.shape[0], q.shape[-2], q.shape[-1]
+    if r < 1:
+        raise ValueError(f"state size r (last dim of q) must be >= 1, got {r}")
+    if state is None:
+        return
+    want = torch.float64 if q.dtype == torch.float64 else torch.float32
+    if not isinstance(state, torch.Tensor) or tuple(state.shape) != (B, N, r, r):
+        got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
+        raise ValueError(f"state must have shape [B, N, r, r] = {(B, N, r, r)}, got {got}")
+    if state.dtype != want:
+        raise ValueError(f"state dtype must be {want} for {q.dtype} inputs, got {state.dtype}")
+    if state.device != q.device:
+        raise ValueError(f"state must be on q's device {q.device}, got {state.device}")
+
+
+def _triton_usable(q: torch.Tensor) -> bool:
+    if q.dtype == torch.float64 or q.shape[-1] > MAX_TRITON_R:
+        return False
+    if q.is_cuda:
+        return True
+    from kernels.deltamem._jit import interpreting
+
+    return interpreting()
+
+
+def _require_triton(q: torch.Tensor) -> None:
+    if q.dtype == torch.float64:
+        raise ValueError("impl='triton' supports fp16/bf16/fp32 inputs, got torch.float64; "
+                         "use impl='reference'")
+    if q.shape[-1] > MAX_TRITON_R:
+        raise ValueError(f"impl='triton' needs r <= {MAX_TRITON_R}, got r={q.shape[-1]}")
+    if not _triton_usable(q):
+        raise ValueError(f"impl='triton' needs CUDA tensors (got device {q.device}) or "
+                         "TRITON_INTERPRET=1 in the environment for the CPU interpreter")
+
+
+def scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+         state: torch.Tensor | None = None, impl: str = "auto",
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the δ-mem recurrence over T tokens.
+
+    q, k, v, beta: [B, T, N, r], one dtype; state: [B, N, r, r] fp32 (None = zeros).
+    Returns reads [B, T, N, r] in q's dtype and the final state [B, N, r, r] fp32
+    (fp64 when the inputs are fp64, reference implementations only).
+    """
+    _check_impl(impl, IMPLS)
+    _check_inputs(q, k, v, beta, state, 4, "[B, T, N, r]")
+    if impl == "auto":
+        impl = "triton" if q.is_cuda and _triton_usable(q) else "reference"
+    if impl == "recurrent":
+        return reference.recurrent(q, k, v, beta, state)
+    if impl == "reference":
+        return reference.chunked(q, k, v, beta, state)
+    _require_triton(q)
+    from kernels.deltamem import triton_scan
+
+    return triton_scan.scan(q, k, v, beta, state)
+
+
+def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+         state: torch.Tensor | None, impl: str = "auto",
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode token: q, k, v, beta [B, N, r]; state [B, N, r, r] fp32 (None = zeros).
+
+    Returns (read [B, N, r] in q's dtype, new state [B, N, r, r] fp32). The Triton kernel has
+    no backward, so "auto" uses the reference whenever autograd needs gradients.
+    """
+    _check_impl(impl, STEP_IMPLS)
+    _check_inputs(q, k, v, beta, state, 3, "[B, N, r]")
+    if state is None:
+        B, N, r = q.shape
+        dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        state = torch.zeros(B, N, r, r, dtype=dtype, device=q.device)
+    needs_grad = torch.is_grad_enabled() and any(
+        x.requires_grad for x in (q, k, v, beta, state))
+    if impl == "auto":
+        impl = "triton" if q.is_cuda and _triton_usable(q) and not needs_grad else "reference"
+    if impl == "reference":
+        return reference.step(q, k, v, beta, state)
+    _require_triton(q)
+    if needs_grad:
+        raise ValueError("impl='triton' step has no backward; call it under torch.no_grad() "
+                         "or use impl='reference' when gradients are needed")
+    from kernels.deltamem import triton_step
+
+    return triton_step.step(q, k, v, beta, state)

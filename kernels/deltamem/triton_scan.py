@@ -1,0 +1,187 @@
+"""Triton prefill scan for δ-mem: forward, backward and the autograd wrapper.
+
+Why token-serial: one δ-mem state is r×r (r ≤ 64, 8 by default), so one program per
+(batch, state head) keeps the whole fp32 state in registers and walks the tokens in order; the
+cost is the serial dependency chain and the bytes of q, k, v, β, not FLOPs (deltamem.md §9).
+Reads come before writes, exactly as in `reference.recurrent`.
+
+The backward walks time in reverse on the adjoint G = ∂L/∂S_t. The forward stores the state at
+the start of every CKPT-token chunk; the backward recomputes the chunk's states from that
+checkpoint into a per-program scratch buffer and then runs the chunk in reverse:
+    u = β(v − S k),  S' = λ S + u kᵀ,  read = S q
+    du = G k,  dλ = rowsum(G ⊙ S),  dβ = du (v − S k) − dλ,  dv = β du
+    dk = Gᵀ u − Sᵀ (β du),  dq = Sᵀ dread
+    G ← λ G − (β du) kᵀ + dread qᵀ
+Tokens past T inside the last chunk are masked loads (q = k = v = β = 0), which leave both the
+state and the adjoint unchanged, so no scalar branches on T are needed.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton.language as tl
+
+from kernels.deltamem._jit import kernel, launch_config
+
+CKPT = 64
+
+
+def deltamem_scan_fwd(Q, K, V, Beta, S0, Out, SFinal, Ckpt, T, N, R, NCK,
+                      HAS_S0: tl.constexpr, STORE_CKPT: tl.constexpr,
+                      BLOCK_R: tl.constexpr, CKPT_T: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)  # b * N + n
+    b = pid // N
+    n = pid % N
+    rows = tl.arange(0, BLOCK_R)  # value dims (state rows)
+    cols = tl.arange(0, BLOCK_R)  # key dims (state columns)
+    rmask = rows < R
+    cmask = cols < R
+    smask = rmask[:, None] & cmask[None, :]
+    soff = rows[:, None] * R + cols[None, :]  # [BLOCK_R, BLOCK_R]
+    if HAS_S0:
+        S = tl.load(S0 + pid * R * R + soff, mask=smask, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros([BLOCK_R, BLOCK_R], dtype=tl.float32)
+    base = b * T * N * R + n * R  # token t of this head lives at base + t * N * R
+    for c in range(NCK):
+        if STORE_CKPT:
+            tl.store(Ckpt + (pid * NCK + c) * R * R + soff, S, mask=smask)
+        for i in range(CKPT_T):
+            t = c * CKPT_T + i
+            valid = (rows * 0 + t) < T  # [BLOCK_R] (a vector: the interpreter needs it)
+            off = base + t * N * R
+            q = tl.load(Q + off + cols, mask=cmask & valid, other=0.0).to(tl.float32)
+            k = tl.load(K + off + cols, mask=cmask & valid, other=0.0).to(tl.float32)
+            v = tl.load(V + off + rows, mask=rmask & valid, other=0.0).to(tl.float32)
+            beta = tl.load(Beta + off + rows, mask=rmask & valid, other=0.0).to(tl.float32)
+            read = tl.sum(S * q[None, :], axis=1)  # [BLOCK_R] before the write
+            tl.store(Out + off + rows, read.to(Out.dtype.element_ty), mask=rmask & valid)
+            sk = tl.sum(S * k[None, :], axis=1)
+            S = S * (1.0 - beta)[:, None] + (beta * (v - sk))[:, None] * k[None, :]
+    tl.store(SFinal + pid * R * R + soff, S, mask=smask)
+
+
+def deltamem_scan_bwd(Q, K, V, Beta, Ckpt, DOut, DSFinal, DQ, DK, DV, DBeta, DS0, Scratch,
+                      T, N, R, NCK, HAS_DSF: tl.constexpr,
+                      BLOCK_R: tl.constexpr, CKPT_T: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // N
+    n = pid % N
+    rows = tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_R)
+    rmask = rows < R
+    cmask = cols < R
+    smask = rmask[:, None] & cmask[None, :]
+    soff = rows[:, None] * R + cols[None, :]
+    if HAS_DSF:
+        G = tl.load(DSFinal + pid * R * R + soff, mask=smask, other=0.0).to(tl.float32)
+    else:
+        G = tl.zeros([BLOCK_R, BLOCK_R], dtype=tl.float32)
+    base = b * T * N * R + n * R
+    scratch = Scratch + pid * CKPT_T * R * R
+    for cc in range(NCK):
+        c = NCK - 1 - cc
+        S = tl.load(Ckpt + (pid * NCK + c) * R * R + soff, mask=smask, other=0.0)
+        for i in range(CKPT_T):  # recompute S_{t-1} for every token of the chunk
+            t = c * CKPT_T + i
+            valid = (rows * 0 + t) < T  # [BLOCK_R] (a vector: the interpreter needs it)
+            off = base + t * N * R
+            tl.store(scratch + i * R * R + soff, S, mask=smask)
+            k = tl.load(K + off + cols, mask=cmask & valid, other=0.0).to(tl.float32)
+            v = tl.load(V + off + rows, mask=rmask & valid, other=0.0).to(tl.float32)
+            beta = tl.load(Beta + off + rows, mask=rmask & valid, other=0.0).to(tl.float32)
+            sk = tl.sum(S * k[None, :], axis=1)
+            S = S * (1.0 - beta)[:, None] + (beta * (v - sk))[:, None] * k[None, :]
+        tl.debug_barrier()
+        for j in range(CKPT_T):
+            i = CKPT_T - 1 - j
+            t = c * CKPT_T + i
+            valid = (rows * 0 + t) < T  # [BLOCK_R] (a vector: the interpreter needs it)
+            off = base + t * N * R
+            S = tl.load(scratch + i * R * R + soff, mask=smask, other=0.0)  # S_{t-1}
+            q = tl.load(Q + off + cols, mask=cmask & valid, other=0.0).to(tl.float32)
+            k = tl.load(K + off + cols, mask=cmask & valid, other=0.0).to(tl.float32)
+            v = tl.load(V + off + rows, mask=rmask & valid, other=0.0).to(tl.float32)
+            beta = tl.load(Beta + off + rows, mask=rmask & valid, other=0.0).to(tl.float32)
+            dout = tl.load(DOut + off + rows, mask=rmask & valid, other=0.0).to(tl.float32)
+            e = v - tl.sum(S * k[None, :], axis=1)  # [BLOCK_R] rows
+            du = tl.sum(G * k[None, :], axis=1)
+            dlam = tl.sum(G * S, axis=1)
+            de = beta * du
+            dk = tl.sum(G * (beta * e)[:, None], axis=0) - tl.sum(S * de[:, None], axis=0)
+            dq = tl.sum(S * dout[:, None], axis=0)  # [BLOCK_R] cols
+            G = G * (1.0 - beta)[:, None] - de[:, None] * k[None, :] + dout[:, None] * q[None, :]
+            tl.store(DQ + off + cols, dq.to(DQ.dtype.element_ty), mask=cmask & valid)
+            tl.store(DK + off + cols, dk.to(DK.dtype.element_ty), mask=cmask & valid)
+            tl.store(DV + off + rows, de.to(DV.dtype.element_ty), mask=rmask & valid)
+            db = du * e - dlam
+            tl.store(DBeta + off + rows, db.to(DBeta.dtype.element_ty), mask=rmask & valid)
+        tl.debug_barrier()  # the next chunk's recompute overwrites the scratch
+    tl.store(DS0 + pid * R * R + soff, G, mask=smask)
+
+
+def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+            state: torch.Tensor | None, store_ckpt: bool,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Launch the forward. Inputs contiguous [B, T, N, r]; state [B, N, r, r] fp32 or None."""
+    B, T, N, r = q.shape
+    block, warps = launch_config(r)
+    nck = max(1, -(-T // CKPT))
+    out = torch.empty_like(q)  # [B, T, N, r]
+    s_final = torch.empty(B, N, r, r, dtype=torch.float32, device=q.device)
+    ckpt = (torch.empty(B, N, nck, r, r, dtype=torch.float32, device=q.device)
+            if store_ckpt else s_final)
+    kernel(deltamem_scan_fwd)[(B * N,)](
+        q, k, v, beta, state if state is not None else s_final, out, s_final, ckpt,
+        T, N, r, nck, HAS_S0=state is not None, STORE_CKPT=store_ckpt,
+        BLOCK_R=block, CKPT_T=CKPT, num_warps=warps)
+    return out, s_final, (ckpt if store_ckpt else None)
+
+
+def backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+             ckpt: torch.Tensor, dout: torch.Tensor, ds_final: torch.Tensor | None,
+             ) -> tuple[torch.Tensor, ...]:
+    """Launch the backward; returns dq, dk, dv, dbeta (input dtypes) and dstate0 (fp32)."""
+    B, T, N, r = q.shape
+    block, warps = launch_config(r)
+    nck = ckpt.shape[2]
+    dq, dk, dv, dbeta = (torch.empty_like(x) for x in (q, k, v, beta))
+    ds0 = torch.empty(B, N, r, r, dtype=torch.float32, device=q.device)
+    scratch = torch.empty(B * N, CKPT, r, r, dtype=torch.float32, device=q.device)
+    kernel(deltamem_scan_bwd)[(B * N,)](
+        q, k, v, beta, ckpt, dout, ds_final if ds_final is not None else ds0,
+        dq, dk, dv, dbeta, ds0, scratch, T, N, r, nck, HAS_DSF=ds_final is not None,
+        BLOCK_R=block, CKPT_T=CKPT, num_warps=warps)
+    return dq, dk, dv, dbeta, ds0
+
+
+class ScanFunction(torch.autograd.Function):
+    """Autograd wrapper: forward stores chunk checkpoints, backward recomputes from them."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+                state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        out, s_final, ckpt = forward(q, k, v, beta, state, store_ckpt=True)
+        ctx.save_for_backward(q, k, v, beta, ckpt)
+        ctx.has_state = state is not None
+        return out, s_final
+
+    @staticmethod
+    def backward(ctx, dout: torch.Tensor | None, ds_final: torch.Tensor | None):
+        q, k, v, beta, ckpt = ctx.saved_tensors
+        dout = torch.zeros_like(q) if dout is None else dout.contiguous()
+        ds_final = None if ds_final is None else ds_final.float().contiguous()
+        dq, dk, dv, dbeta, ds0 = backward(q, k, v, beta, ckpt, dout, ds_final)
+        return dq, dk, dv, dbeta, (ds0 if ctx.has_state else None)
+
+
+def scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+         state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton scan; autograd-capable when any input requires grad."""
+    q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
+    state = None if state is None else state.contiguous()
+    tensors = (q, k, v, beta) + (() if state is None else (state,))
+    if torch.is_grad_enabled() and any(x.requires_grad for x in tensors):
+        return ScanFunction.apply(q, k, v, beta, state)
+    out, s_final, _ = forward(q, k, v, beta, state, store_ckpt=False)
+    return out, s_final
