@@ -65,10 +65,7 @@ def build_config(cls: type, values: dict[str, Any], where: str) -> Any:
     missing = [n for n, f in known.items() if n not in values and f.default is MISSING and f.default_factory is MISSING]
     if missing:
         raise ConfigError(f"missing required field '{where}.{missing[0]}'")
-    try:
-        return cls(**values)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+    return cls(**values)
 
 
 def check(cond: bool, field: str, expected: str, value: Any) -> None:
