@@ -89,6 +89,7 @@ def measure_sample(method: Any, lm: LoadedModel, ctx: Any, q: Any, max_new: int,
     if state_peak is None:
         m["state_bytes_peak_reason"] = f"method '{method.name}' does not track its peak"
     m["attended_tokens"] = int(method.attended_tokens())
+    m.update(method.extra_metrics())
     for phase, res in (("ingest", p_ingest.result), ("answer", p_answer.result)):
         for k, v in res.items():
             m[f"{k}_{phase}" if not k.endswith("_reason") else f"{k[:-7]}_{phase}_reason"] = v
@@ -118,6 +119,7 @@ def execute(cfg: DictConfig, out: Path) -> dict:
     status, error = "ok", None
     t_start = time.time()
     load_info: dict[str, Any] = {}
+    method_info: dict[str, Any] = {}
     try:
         device = resolve_device(model_cfg.device)
         nvml = NVML(device)
@@ -126,6 +128,7 @@ def execute(cfg: DictConfig, out: Path) -> dict:
             lm = load(model_cfg)
             load_s = time.perf_counter() - t0
         method = method_cls(method_cfg, lm)
+        method_info = method.describe()
         load_info = {"load_s": load_s, **p_load.result, "weights_bytes": lm.weights_bytes + method.extra_bytes(), "dtype": str(lm.dtype).replace("torch.", ""), "device": str(lm.device)}
         samples = task.samples(lm.tokenizer, seed)
         if run["limit"]:
@@ -163,7 +166,7 @@ def execute(cfg: DictConfig, out: Path) -> dict:
         summary = summarize(rows, task_cls.metric)
         summary.update({
             "status": status, "error": error, "method": method_cls.name, "task": task_cls.name, "model": model_cfg.name,
-            "method_config": asdict(method_cfg), "task_config": asdict(task_cfg), "run": run, "load": load_info,
+            "method_config": asdict(method_cfg), "method_info": method_info, "task_config": asdict(task_cfg), "run": run, "load": load_info,
             "wall_s": time.time() - t_start, "seed": seed,
         })
         write_summary(out, summary)

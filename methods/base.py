@@ -108,5 +108,11 @@ class Method(ABC):
         """Bytes of method parameters added to the backbone (e.g. an adapter); counted in weights_bytes."""
         return 0
 
+    def extra_metrics(self) -> dict[str, Any]:
+        """Method-specific per-sample numbers for the last answer (e.g. retrieval recall@k).
+
+        Merged into the sample's row after the answer has been timed; never timed itself."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "variant": self.variant}
