@@ -38,9 +38,10 @@ def string_match_part(prediction: str, references: list[str]) -> float:
 
 
 def contains(prediction: str, answers: list[str]) -> float:
-    """Substring exact match after normalisation: 1 if any normalised answer is in the prediction."""
-    p = normalize(prediction)
-    return float(any(normalize(a) and normalize(a) in p for a in answers))
+    """Substring exact match after normalisation: 1 if any normalised answer occurs in the normalised
+    prediction as whole words ("quell" does not match inside "quellam")."""
+    p = f" {normalize(prediction)} "
+    return float(any(normalize(a) and f" {normalize(a)} " in p for a in answers))
 
 
 def exact(prediction: str, answers: list[str]) -> float:
