@@ -1,0 +1,201 @@
+"""The per-task figures, drawn with matplotlib's object API on the Agg canvas (no pyplot state, no
+display), each saved as SVG (shown on the page) and PNG (linked, and used by the Markdown twin).
+
+A figure is only drawn when its data exist; otherwise the page gets a ``Figure`` with ``missing``
+set to the reason. Every series is coloured by its method (colors.method_colors) and carries an SVG
+id ``method--<method>--<k>`` so tests can check that a method is drawn in one colour everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
+from matplotlib.figure import Figure as MplFigure  # noqa: E402
+
+from harness.reporting.colors import model_markers  # noqa: E402
+from harness.reporting.runs import Run  # noqa: E402
+
+matplotlib.rcParams["svg.hashsalt"] = "memharness-report"  # stable SVG ids between renders
+RED_YELLOW_GREEN = LinearSegmentedColormap.from_list("ryg", ["#d73027", "#fee08b", "#1a9850"])
+MIB = 2**20
+
+
+@dataclass
+class Figure:
+    key: str
+    title: str
+    caption: str
+    svg: str | None = None  # path relative to the site root
+    png: str | None = None
+    missing: str | None = None  # why the figure is not drawn
+
+
+class _Painter:
+    """Shared state of one task's figures: colours, markers, labels and where files go."""
+
+    def __init__(self, runs: list[Run], colors: dict[str, str], out: Path, rel: str) -> None:
+        self.runs, self.colors, self.out, self.rel = runs, colors, out, rel
+        self.markers = model_markers(r.model for r in runs)
+        multi_model = len({r.model for r in runs}) > 1
+        labels = {r.id: f"{r.method} · {r.model}" if multi_model else r.method for r in runs}
+        dup = Counter(labels.values())
+        self.labels = {k: (f"{v} ({k})" if dup[v] > 1 else v) for k, v in labels.items()}
+        self.gid = Counter()
+
+    def style(self, run: Run) -> dict:
+        k = self.gid[run.method]
+        self.gid[run.method] += 1
+        return {"color": self.colors[run.method], "marker": self.markers[run.model], "gid": f"method--{run.method}--{k}"}
+
+    def save(self, fig: MplFigure, key: str, title: str, caption: str) -> Figure:
+        self.out.mkdir(parents=True, exist_ok=True)
+        fig.savefig(self.out / f"{key}.svg", metadata={"Date": None}, bbox_inches="tight")
+        fig.savefig(self.out / f"{key}.png", dpi=110, metadata={"Software": None}, bbox_inches="tight")
+        return Figure(key, title, caption, f"{self.rel}/{key}.svg", f"{self.rel}/{key}.png")
+
+
+def _reason(runs: list[Run], metric: str, what: str) -> str:
+    if not runs:
+        return "no successful runs for this task"
+    if not any(r.has_slices("context_length") for r in runs):
+        return "the samples have no context_length slice"
+    reasons = sorted({r.stat(metric)[1] for r in runs if r.stat(metric)[1]})
+    return f"no {what} measured" + (f" ({'; '.join(reasons)})" if reasons else "")
+
+
+def heatmap(p: _Painter) -> Figure:
+    title = "Accuracy by depth × context length"
+    caption = "Mean score per cell (repetition 0): red = 0, yellow = 0.5, green = 1; one panel per method."
+    grids = [(r, g) for r in p.runs if (g := r.grid()) is not None]
+    if not grids:
+        return Figure("heatmap", title, caption, missing="the samples do not have both context_length and depth slices (not a needle-style task)")
+    ncols = min(3, len(grids))
+    nrows = math.ceil(len(grids) / ncols)
+    fig = MplFigure(figsize=(4.2 * ncols + 0.8, 3.2 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    image = None
+    for ax, (run, (lengths, depths, mat)) in zip(axes.flat, grids):
+        data = [[math.nan if v is None else v for v in row] for row in mat]
+        image = ax.imshow(data, cmap=RED_YELLOW_GREEN, vmin=0, vmax=1, aspect="auto", origin="upper")
+        ax.set_xticks(range(len(lengths)), [f"{n:g}" for n in lengths])
+        ax.set_yticks(range(len(depths)), [f"{d:g}%" for d in depths])
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel("depth")
+        ax.set_title(p.labels[run.id], color=p.colors[run.method], fontweight="bold", gid=p.style(run)["gid"])
+        for i, row in enumerate(mat):
+            for j, v in enumerate(row):
+                ax.text(j, i, "n/a" if v is None else f"{v:.2f}", ha="center", va="center", fontsize=8)
+    for ax in list(axes.flat)[len(grids):]:
+        ax.set_visible(False)
+    fig.colorbar(image, ax=axes, label="accuracy", shrink=0.8)
+    return p.save(fig, "heatmap", title, caption)
+
+
+def vs_length(p: _Painter, key: str, title: str, metrics: list[tuple[str, str, str]], ylabel: str,
+              scale: Callable[[float], float], logy: bool, caption: str) -> Figure:
+    """One line per run (and per metric in ``metrics``: (metric, stat, line style)) vs context length."""
+    fig = MplFigure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    drawn = 0
+    for run in p.runs:
+        for metric, stat, ls in metrics:
+            pts = run.by_length(metric, stat)
+            if not pts:
+                continue
+            suffix = f" ({metric.split('_')[1]})" if len(metrics) > 1 else ""
+            ax.plot([x for x, _ in pts], [scale(y) for _, y in pts], linestyle=ls, label=p.labels[run.id] + suffix, **p.style(run))
+            drawn += 1
+    if not drawn:
+        return Figure(key, title, caption, missing=_reason(p.runs, metrics[0][0], ylabel.split(" (")[0]))
+    ax.set_xscale("log", base=2)
+    ticks = sorted({n for r in p.runs for n, _ in r.by_length(metrics[0][0], metrics[0][1])})
+    ax.set_xticks(ticks, [f"{n:g}" for n in ticks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("context length (tokens, log scale)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return p.save(fig, key, title, caption)
+
+
+def pareto(p: _Painter) -> Figure:
+    title = "Accuracy vs state bytes"
+    caption = "One point per run (mean accuracy, mean state_bytes); ringed points joined by the step line form the Pareto front."
+    pts = [(r, r.stat("state_bytes")[0], r.accuracy.get("mean")) for r in p.runs]
+    pts = [(r, b, a) for r, b, a in pts if b is not None and a is not None and b > 0]
+    if not pts:
+        return Figure("pareto", title, caption, missing="no run has both an accuracy and a positive mean state_bytes")
+    front, best = [], -math.inf
+    for r, b, a in sorted(pts, key=lambda t: (t[1], -t[2])):
+        if a > best:
+            front.append((b, a))
+            best = a
+    fig = MplFigure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    for r, b, a in pts:
+        ax.scatter([b / MIB], [a], s=60, label=p.labels[r.id], zorder=3, **p.style(r))
+    xs = [b / MIB for b, _ in front]
+    ax.step(xs, [a for _, a in front], where="post", color="black", linewidth=1, alpha=0.6, label="Pareto front")
+    ax.scatter(xs, [a for _, a in front], s=200, facecolors="none", edgecolors="black", zorder=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("state_bytes, mean (MiB, log scale)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return p.save(fig, "pareto", title, caption)
+
+
+def itl_box(p: _Painter) -> Figure:
+    title = "Inter-token latency distribution"
+    caption = "itl_s of every generated-token gap of every sample and repetition: box = p25–p75, line = p50, whiskers = 1.5 × IQR, dots = the gaps beyond (log scale)."
+    data = [(r, [v * 1e3 for v in r.itl()]) for r in p.runs]
+    data = [(r, v) for r, v in data if v]
+    if not data:
+        return Figure("itl", title, caption, missing=_reason(p.runs, "itl_s", "inter-token latency"))
+    fig = MplFigure(figsize=(max(5.0, 1.1 * len(data) + 2), 4.0), layout="constrained")
+    ax = fig.subplots()
+    pos = list(range(1, len(data) + 1))
+    box = ax.boxplot([v for _, v in data], positions=pos, patch_artist=True, widths=0.5, showfliers=True,
+                     medianprops={"color": "black"}, flierprops={"markersize": 3})
+    for patch, (r, _) in zip(box["boxes"], data):
+        patch.set_facecolor(p.colors[r.method])
+        patch.set_gid(p.style(r)["gid"])
+    ax.set_xticks(pos, [p.labels[r.id] for r, _ in data], rotation=20, ha="right")
+    ax.set_ylabel("itl_s (ms)")
+    ax.set_yscale("log")
+    ax.grid(True, axis="y", alpha=0.3, which="both")
+    return p.save(fig, "itl", title, caption)
+
+
+def task_figures(task: str, runs: list[Run], colors: dict[str, str], site: Path) -> list[Figure]:
+    """Draw every figure of one task into ``site/figures/<task>/``; successful runs only."""
+    from harness.reporting.runs import slug
+
+    rel = f"figures/{slug(task)}"
+    p = _Painter([r for r in runs if r.ok and r.samples], colors, site / rel, rel)
+    ident = lambda v: v  # noqa: E731
+    return [
+        heatmap(p),
+        vs_length(p, "accuracy_vs_length", "Accuracy vs context length", [("score", "mean", "-")], "accuracy",
+                  ident, False, "Mean score per context length (repetition 0)."),
+        vs_length(p, "state_vs_length", "State bytes vs context length", [("state_bytes", "mean", "-")], "state_bytes (MiB, log scale)",
+                  lambda b: b / MIB, True, "Mean state_bytes per context length, log–log."),
+        vs_length(p, "ttft_vs_length", "TTFT vs context length", [("ttft_query_s", "p50", "-"), ("ttft_cold_s", "p50", "--")], "TTFT p50 (ms, log scale)",
+                  lambda s: s * 1e3, True, "p50 of ttft_query_s (solid) and ttft_cold_s (dashed) per context length."),
+        vs_length(p, "decode_vs_length", "Decode throughput vs context length", [("decode_tok_per_s", "mean", "-")], "decode_tok_per_s (tok/s)",
+                  ident, False, "Mean decode_tok_per_s per context length."),
+        pareto(p),
+        itl_box(p),
+    ]

@@ -1,0 +1,145 @@
+"""What each page shows, as plain template contexts (the same one renders the HTML page and its
+Markdown twin). Pages: index (leaderboards), one per task (figures), one per method (report card),
+one per run (config, environment, samples, failure), and the glossary.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from harness.reporting import tables
+from harness.reporting.figures import Figure
+from harness.reporting.fmt import Notes, truncate, unit_of
+from harness.reporting.runs import Run, slug
+
+ENV_LIBS = ["torch", "transformers", "triton", "hydra-core"]
+SAMPLE_STRINGS = ["prediction", "answers", "question", "context", "evidence"]
+
+
+def by_task(runs: list[Run]) -> dict[str, list[Run]]:
+    out: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        out[r.task].append(r)
+    return dict(sorted(out.items()))
+
+
+def failure(run: Run) -> dict[str, Any]:
+    err = run.summary.get("error") or {}
+    text = f"{err.get('type', 'unknown error')}: {err.get('message', '')}".strip().rstrip(":")
+    short, _ = truncate(text.splitlines()[0] if text else "no error recorded", 200)
+    return {"run": run, "status": run.status, "error": short}
+
+
+def leaderboard(runs: list[Run], notes: Notes) -> dict[str, Any]:
+    ok = tables.ranked([r for r in runs if r.ok])
+    return {"columns": tables.LEADERBOARD, "rows": tables.rows(ok, tables.LEADERBOARD, notes),
+            "failed": [failure(r) for r in runs if not r.ok]}
+
+
+def index(runs: list[Run]) -> dict[str, Any]:
+    notes = Notes()
+    tasks = [{"name": t, "slug": slug(t), "board": leaderboard(rs, notes)} for t, rs in by_task(runs).items()]
+    methods = sorted({r.method for r in runs})
+    return {"title": "Leaderboards", "tasks": tasks, "methods": [(m, slug(m)) for m in methods],
+            "n_runs": len(runs), "n_failed": sum(not r.ok for r in runs), "notes": notes}
+
+
+def task(name: str, runs: list[Run], figures: list[Figure]) -> dict[str, Any]:
+    notes = Notes()
+    return {"title": f"Task: {name}", "task": name, "board": leaderboard(runs, notes), "figures": figures,
+            "runs": runs, "notes": notes}
+
+
+def environment(run: Run) -> dict[str, str]:
+    """The environment columns of a report card; n/a values carry their reason in the text."""
+    env, load = run.env, run.summary.get("load") or {}
+    if env.get("gpus"):
+        names = ", ".join(g.get("name", "?") for g in env["gpus"])
+        device = f"{names} (driver {env.get('driver') or 'n/a'}, CUDA {env.get('cuda') or 'n/a'})"
+    else:
+        device = f"{load.get('device') or 'n/a'} (GPU: {env.get('gpu_reason') or 'not recorded'})" if env else "n/a (env.json missing)"
+    versions = env.get("versions") or {}
+    sha = env.get("git_sha")
+    git = f"{sha[:12]}{' (dirty)' if env.get('git_dirty') else ''}" if sha else f"n/a ({env.get('git_sha_reason') or 'not recorded'})"
+    cpu = f"{env.get('cpu') or 'n/a'}, {env.get('cpu_threads') or '?'} threads (torch {env.get('torch_threads') or '?'})" if env else "n/a"
+    out = {"device": device, "dtype": str(load.get("dtype") or "n/a"), "CPU": cpu, "python": str(env.get("python") or "n/a")}
+    out.update({lib: str(versions.get(lib) or "n/a") for lib in ENV_LIBS})
+    out["git"] = git
+    return out
+
+
+def method(name: str, runs: list[Run]) -> dict[str, Any]:
+    notes = Notes()
+    models = []
+    for model in sorted({r.model for r in runs}):
+        mine = [r for r in runs if r.model == model]
+        envs: dict[tuple, dict[str, Any]] = {}
+        for r in mine:
+            e = environment(r)
+            envs.setdefault(tuple(e.items()), {"env": e, "runs": [], "dates": set()})
+            envs[tuple(e.items())]["runs"].append(r)
+            envs[tuple(e.items())]["dates"].add(str(r.env.get("date") or "n/a")[:10])
+        models.append({
+            "name": model,
+            "sections": [{"title": t, "columns": cols, "rows": tables.rows([r for r in mine if r.ok], cols, notes)} for t, cols in tables.CARD],
+            "failed": [failure(r) for r in mine if not r.ok],
+            "envs": [{**v, "dates": ", ".join(sorted(v["dates"]))} for v in envs.values()],
+            "env_keys": list(environment(mine[0]).keys()),
+        })
+    return {"title": f"Method: {name}", "method": name, "models": models, "notes": notes}
+
+
+def _string(value: Any, limit: int) -> dict[str, Any]:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    short, cut = truncate(text, limit)
+    return {"short": short, "full": text, "cut": cut, "chars": len(text)}
+
+
+def samples(run: Run, notes: Notes, limit: int = 160) -> dict[str, Any]:
+    present = [k for k in SAMPLE_STRINGS if any(k in r for r in run.samples)]
+    rows = []
+    for r in run.samples:
+        sl = r.get("slices") or {}
+        rows.append({
+            "id": str(r.get("id", "")), "rep": r.get("rep", 0),
+            "slices": ", ".join(f"{k}={v}" for k, v in sl.items()), "category": r.get("category") or "",
+            "score": notes.cell(r.get("score"), "", "no score recorded"),
+            "strings": [_string(r[k], limit) if k in r else None for k in present],
+            "metrics": [notes.cell(r.get(m), unit_of(m), r.get(m + "_reason")) for m in tables.SAMPLE_METRICS],
+        })
+    return {"strings": present, "metrics": tables.SAMPLE_METRICS, "rows": rows}
+
+
+def _env_cells(run: Run, notes: Notes) -> list[tuple[str, Any]]:
+    gpu_keys = {"cuda", "driver", "gpus", "gpu_count"}
+    out = []
+    for k, v in run.env.items():
+        if k.endswith("_reason"):
+            continue
+        if k == "versions" and isinstance(v, dict):
+            out += [(f"versions.{lib}", notes.cell(ver, "", "not installed")) for lib, ver in v.items()]
+            continue
+        reason = run.env.get(k + "_reason") or (run.env.get("gpu_reason") if k in gpu_keys else None) or "not recorded in env.json"
+        out.append((k, notes.cell(json.dumps(v) if isinstance(v, (list, dict)) else v, unit_of(k), reason)))
+    return out
+
+
+def run_page(run: Run, raw: list[str]) -> dict[str, Any]:
+    notes = Notes()  # cells are made in page order, so note numbers ascend down the page
+    ctx: dict[str, Any] = {"title": f"Run: {run.method} × {run.task} on {run.model}", "run": run, "raw": raw,
+                           "error": run.summary.get("error"), "columns": tables.LEADERBOARD, "stats": tables.STATS}
+    ctx["wall_s"] = notes.cell(run.summary.get("wall_s"), "s", "not recorded")
+    ctx["headline"] = tables.rows([run], tables.LEADERBOARD, notes)[0]["cells"]
+    ctx["metrics"] = tables.metric_table(run, notes)
+    ctx["load"] = tables.load_table(run, notes)
+    ctx["slices"] = {key: [(val, notes.accuracy(acc)) for val, acc in groups.items()]
+                     for key, groups in (run.summary.get("slices") or {}).items()}
+    ctx["samples"] = samples(run, notes)
+    fallback = {k: run.summary.get(k) for k in ("method_config", "task_config", "run", "seed")}
+    ctx["config"] = run.config_text if run.config_text is not None else json.dumps(fallback, indent=2, default=str)
+    ctx["config_from"] = "config.yaml" if run.config_text is not None else "summary.json (config.yaml is missing)"
+    ctx["env"] = _env_cells(run, notes)
+    ctx["notes"] = notes
+    return ctx

@@ -1,0 +1,210 @@
+"""Finding and reading run folders for the report.
+
+A run folder is any folder holding ``summary.json``: the harness writes it last, so its presence
+means the run finished (ok, failed or oom). Everything the pages show is derived here from the run
+files, so the renderer never touches the disk layout and a number is computed in one place only.
+A broken or partial folder is kept and shown as such, never skipped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from harness.stats import describe
+
+#: where the peak device bytes come from, best first (see "peak_device_bytes" in the glossary)
+PEAK_SOURCES = [
+    ("gpu_process_peak_bytes", "GPU"),
+    ("gpu_peak_reserved_bytes", "GPU"),
+    ("gpu_peak_allocated_bytes", "GPU"),
+    ("host_peak_rss_bytes", "host RSS"),
+]
+RAW_FILES = ("summary.json", "samples.jsonl", "env.json", "config.yaml")
+
+Val = tuple[Any, "str | None"]  # (value, reason when the value is None)
+
+
+class ReportError(Exception):
+    """Bad input to the report (no runs, missing folder); the CLI prints it and exits non-zero."""
+
+
+@dataclass
+class Run:
+    path: Path
+    summary: dict[str, Any]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    env: dict[str, Any] = field(default_factory=dict)
+    config_text: str | None = None
+    problems: list[str] = field(default_factory=list)
+    id: str = ""
+
+    @property
+    def method(self) -> str:
+        return str(self.summary.get("method") or "unknown")
+
+    @property
+    def task(self) -> str:
+        return str(self.summary.get("task") or "unknown")
+
+    @property
+    def model(self) -> str:
+        return str(self.summary.get("model") or "unknown")
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status") or "unknown")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def accuracy(self) -> dict[str, Any]:
+        return self.summary.get("accuracy") or {"mean": None, "ci95": [None, None], "n": 0}
+
+    def stat(self, metric: str, stat: str = "mean") -> Val:
+        """One aggregate of a metric from summary.json, with the reason when it is missing."""
+        m = (self.summary.get("metrics") or {}).get(metric)
+        if m is None:
+            return None, f"{metric} not recorded in this run"
+        if not m.get("n"):
+            return None, m.get("reason") or "no samples"
+        return m.get(stat), None
+
+    def load(self, key: str) -> Val:
+        load = self.summary.get("load") or {}
+        if load.get(key) is not None:
+            return load[key], None
+        return None, load.get(key + "_reason") or ("run failed before loading finished" if not load else f"{key} not recorded")
+
+    def peak_device(self) -> tuple[Any, str | None, str | None, str | None]:
+        """(bytes, label, source metric, reason): the run's peak over load, ingest and answer."""
+        reasons = []
+        for name, label in PEAK_SOURCES:
+            vals = [v for v in (self.stat(name, "max")[0], self.load(name)[0]) if v is not None]
+            if vals:
+                return max(vals), label, name, None
+            reasons.append(self.stat(name, "max")[1] or self.load(name)[1])
+        return None, None, None, "; ".join(sorted({r for r in reasons if r}))
+
+    def first_rep(self) -> list[dict[str, Any]]:
+        return [r for r in self.samples if r.get("rep", 0) == 0]
+
+    def slice_value(self, row: dict[str, Any], key: str) -> Any:
+        return (row.get("slices") or {}).get(key, row.get(key))
+
+    def has_slices(self, *keys: str) -> bool:
+        return bool(self.samples) and all(self.slice_value(r, k) is not None for r in self.samples for k in keys)
+
+    def by_length(self, metric: str, stat: str = "mean") -> list[tuple[float, float]]:
+        """(context_length, aggregate) pairs; accuracy uses repetition 0 like the summary does."""
+        rows = self.first_rep() if metric == "score" else self.samples
+        groups: dict[float, list[float]] = defaultdict(list)
+        for r in rows:
+            n = self.slice_value(r, "context_length")
+            v = r.get(metric)
+            if n is None or v is None:
+                continue
+            groups[float(n)].extend(v if isinstance(v, list) else [v])
+        out = []
+        for n in sorted(groups):
+            d = describe(groups[n])
+            if d.get("n"):
+                out.append((n, float(d[stat])))
+        return out
+
+    def grid(self) -> tuple[list[float], list[float], list[list[float | None]]] | None:
+        """Mean score per (depth, context_length) cell, rows = depths; None without both slices."""
+        if not self.has_slices("context_length", "depth"):
+            return None
+        cells: dict[tuple[float, float], list[float]] = defaultdict(list)
+        for r in self.first_rep():
+            cells[(float(self.slice_value(r, "depth")), float(self.slice_value(r, "context_length")))].append(float(r["score"]))
+        depths = sorted({d for d, _ in cells})
+        lengths = sorted({n for _, n in cells})
+        mat = [[(sum(cells[(d, n)]) / len(cells[(d, n)])) if cells.get((d, n)) else None for n in lengths] for d in depths]
+        return lengths, depths, mat
+
+    def itl(self) -> list[float]:
+        return [float(v) for r in self.samples for v in (r.get("itl_s") or [])]
+
+
+def discover(paths: Sequence[Path | str], exclude: Path | None = None) -> list[Path]:
+    """Every run folder under ``paths`` (recursively), sorted; raises ReportError when none."""
+    found: set[Path] = set()
+    skip = exclude.resolve() if exclude is not None else None
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ReportError(f"no such file or folder: {p}")
+        hits = [p] if p.is_file() and p.name == "summary.json" else sorted(p.rglob("summary.json")) if p.is_dir() else []
+        for hit in hits:
+            folder = hit.parent.resolve()
+            if skip is not None and (folder == skip or skip in folder.parents):
+                continue
+            found.add(folder)
+    if not found:
+        where = ", ".join(str(p) for p in paths) or "(no folders given)"
+        raise ReportError(f"no run folders found under {where}: a run folder holds summary.json (written by `python -m harness ...`)")
+    return sorted(found)
+
+
+def _read_jsonl(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                problems.append(f"{path.name} line {i} is not valid JSON ({e.msg}); the line is left out")
+    return rows
+
+
+def load_run(folder: Path) -> Run:
+    """Read one run folder; unreadable or missing files become ``problems`` shown on its page."""
+    folder = Path(folder)
+    problems: list[str] = []
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        if not isinstance(summary, dict):
+            raise ValueError("summary.json is not a JSON object")
+    except (OSError, ValueError) as e:
+        summary = {"status": "unreadable", "error": {"type": type(e).__name__, "message": f"summary.json could not be read: {e}", "traceback": ""}}
+    run = Run(path=folder, summary=summary, problems=problems)
+    if (folder / "samples.jsonl").is_file():
+        run.samples = _read_jsonl(folder / "samples.jsonl", problems)
+    else:
+        problems.append("samples.jsonl is missing: per-sample values and the plots that need them are not available")
+    try:
+        run.env = json.loads((folder / "env.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        problems.append(f"env.json could not be read ({type(e).__name__}): the environment is unknown")
+    if (folder / "config.yaml").is_file():
+        run.config_text = (folder / "config.yaml").read_text(encoding="utf-8")
+    else:
+        problems.append("config.yaml is missing")
+    return run
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
+
+
+def load_runs(paths: Sequence[Path | str], exclude: Path | None = None) -> list[Run]:
+    """Discover and read every run, ordered by (task, method, model, folder), with unique ids."""
+    runs = [load_run(p) for p in discover(paths, exclude)]
+    runs.sort(key=lambda r: (r.task, r.method, r.model, str(r.path)))
+    seen: dict[str, int] = defaultdict(int)
+    for r in runs:
+        base = slug(f"{r.method}__{r.task}__{r.model}")
+        seen[base] += 1
+        r.id = base if seen[base] == 1 else f"{base}-{seen[base]}"
+    return runs
+
+
+def sorted_names(values: Iterable[str]) -> list[str]:
+    return sorted(set(values))
