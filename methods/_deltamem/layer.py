@@ -55,7 +55,7 @@ class Io:
     ids: torch.Tensor | None = None  # [B, T] long write ids: -1 = not written; SSW groups equal ids ≥ 0
     granularity: str | None = None  # overrides Spec.granularity for this call (reported SSW->TSW fallback)
     collect_beta: bool = False
-    beta: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (sum, count) per layer call
+    beta: dict[int, list] = field(default_factory=dict)  # layer -> [sum of β, count] over written rows (training)
 
 
 class MemoryLayer(nn.Module):
@@ -132,8 +132,8 @@ class MemoryLayer(nn.Module):
         if (io.granularity or self.spec.granularity) == "token":
             w = (ids >= 0)[..., None, None]  # [B, T, 1, 1]
             beta = beta * w  # β = 0: λ = 1 and no write, the state is held exactly
-            if io.collect_beta and bool(w.any()):
-                io.beta.append(((beta.sum()), w.sum() * beta.shape[-1] * beta.shape[-2]))
+            if io.collect_beta:
+                self._collect(io, beta.sum(), w.sum() * beta.shape[-1] * beta.shape[-2])
             if not bool(w.any()):
                 reads = torch.einsum("bnij,btnj->btni", S, q)
             elif T == 1:
@@ -165,10 +165,14 @@ class MemoryLayer(nn.Module):
         q, k, v, beta = self.project(hm)
         beta = beta * live[..., None, None]
         if io.collect_beta:
-            io.beta.append((beta.sum(), live.sum() * beta.shape[-1] * beta.shape[-2]))
+            self._collect(io, beta.sum(), live.sum() * beta.shape[-1] * beta.shape[-2])
         if M == 1:
             return K.step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], S)[1]
         return K.scan(q, k, v, beta, S)[1]
+
+    def _collect(self, io: Io, total: torch.Tensor, count: torch.Tensor) -> None:
+        acc = io.beta.setdefault(self.layer_idx, [0.0, 0])
+        acc[0], acc[1] = acc[0] + total, acc[1] + count
 
     def correction(self, head: str, out: torch.Tensor) -> torch.Tensor:
         """out + (α/r) W^Δ_head r_t, for the projection ``head`` whose output is ``out``."""

@@ -1,0 +1,290 @@
+"""δ-mem on tiny random models: exactness at zero state, chunking invariance, read-before-write,
+padding, explicit resets, write modes, constant state bytes, and the method contract."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FAMILIES, tiny_lm
+
+import kernels.deltamem as K
+from harness.registry import ConfigError
+from methods._deltamem import attach, detach, queue_ids, read_state, reset_state, set_default_write
+from methods._deltamem.layer import Io, MemoryLayer, Spec
+
+
+def _loop_scan(q, k, v, beta, state=None, impl="auto"):
+    """Per-token loop, used only while the kernels.deltamem dispatcher is not importable."""
+    B, T, N, r = q.shape
+    S = torch.zeros(B, N, r, r, dtype=torch.float32) if state is None else state.float()
+    reads = []
+    for t in range(T):
+        rd, S = _loop_step(q[:, t], k[:, t], v[:, t], beta[:, t], S)
+        reads.append(rd)
+    return torch.stack(reads, 1), S
+
+
+def _loop_step(q, k, v, beta, state, impl="auto"):
+    S = state.float()
+    read = torch.einsum("bnij,bnj->bni", S, q.float())
+    sk = torch.einsum("bnij,bnj->bni", S, k.float())
+    S = (1 - beta.float())[..., None] * S + (beta.float() * (v.float() - sk))[..., None] * k.float()[..., None, :]
+    return read, S
+
+
+@pytest.fixture(autouse=True)
+def kernels_ready(monkeypatch):
+    if not hasattr(K, "scan"):
+        monkeypatch.setattr(K, "scan", _loop_scan, raising=False)
+        monkeypatch.setattr(K, "step", _loop_step, raising=False)
+    yield
+
+
+@pytest.fixture
+def attached(request):
+    """attach(model, **kw) that is always detached again (the tiny models are shared between tests)."""
+    models = []
+
+    def _attach(model, **kw):
+        models.append(model)
+        return attach(model, **kw)
+
+    yield _attach
+    for m in models:
+        if "_delta_mem" in m.__dict__:
+            detach(m)
+
+
+def _ids(n, seed=0, batch=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, 250, (batch, n), generator=g)
+
+
+@torch.no_grad()
+def test_zero_state_is_exactly_the_bare_model(tiny, attached):
+    m, x = tiny.model, _ids(48)
+    bare = m(input_ids=x).logits
+    attached(m)
+    set_default_write(m, False)  # nothing written: the state stays 0, every correction is exactly 0
+    assert torch.equal(m(input_ids=x).logits, bare)
+    set_default_write(m, True)
+    reset_state(m)
+    first = m(input_ids=x[:, :1]).logits  # token 0 reads S_0 = 0 before its own write
+    assert torch.allclose(first, bare[:, :1], atol=1e-6)
+    reset_state(m)
+    out = m(input_ids=x).logits
+    assert not torch.allclose(out, bare, atol=1e-4)  # later tokens read what earlier ones wrote
+    assert all(s.abs().max() > 0 for s in read_state(m).values())
+    detach(m)
+    assert torch.equal(m(input_ids=x).logits, bare)  # detached: bare again
+
+
+@torch.no_grad()
+def test_tsw_chunking_invariance_with_cache(tiny, attached):
+    from transformers import DynamicCache
+
+    m, x = tiny.model, _ids(100, seed=1)  # longer than the tiny Gemma's sliding window (32)
+    attached(m)
+    one = m(input_ids=x, cache=DynamicCache(config=m.config), use_cache=True).logits[:, -1]
+    s_one = {i: s.clone() for i, s in read_state(m).items()}
+    reset_state(m)
+    cache = DynamicCache(config=m.config)
+    for a in range(0, 100, 37):
+        last = m(input_ids=x[:, a:a + 37], cache=cache, use_cache=True).logits[:, -1]
+    assert torch.allclose(last, one, atol=1e-4)
+    for i, s in read_state(m).items():
+        assert s.shape == (1, 1, 8, 8) and s.dtype == torch.float32
+        assert torch.allclose(s, s_one[i], atol=1e-5)
+    # decode steps: one token at a time gives the same state as a chunk
+    reset_state(m)
+    cache = DynamicCache(config=m.config)
+    for t in range(100):
+        m(input_ids=x[:, t:t + 1], cache=cache, use_cache=True)
+    for i, s in read_state(m).items():
+        assert torch.allclose(s, s_one[i], atol=1e-5)
+
+
+def test_read_before_write():
+    torch.manual_seed(0)
+    layer = MemoryLayer(Spec(), d=16, q_out=16, kv_out=8, layer_idx=0)
+    x = torch.randn(1, 12, 16) * 3
+    ids = torch.zeros(1, 12, dtype=torch.long)
+    with torch.no_grad():
+        r_all = layer.read_write(x, Io(ids=ids))
+        layer.reset()
+        ids[0, 5] = -1  # token 5 does not write
+        r_skip = layer.read_write(x, Io(ids=ids))
+    assert torch.equal(r_all[0, 0], torch.zeros(8))  # token 0 reads S_0 = 0
+    assert torch.allclose(r_all[0, :6], r_skip[0, :6], atol=1e-6)  # token 5's read ignores its own write
+    assert not torch.allclose(r_all[0, 6:], r_skip[0, 6:], atol=1e-4)  # later tokens see it
+
+
+@torch.no_grad()
+def test_padding_neither_reads_nor_writes(attached):
+    m = tiny_lm("llama").model
+    attached(m)
+    x = _ids(20, seed=2)
+    m(input_ids=x)
+    ref = {i: s.clone() for i, s in read_state(m).items()}
+    reset_state(m)
+    padded = torch.cat([torch.zeros(1, 5, dtype=torch.long), x], 1)
+    mask = torch.cat([torch.zeros(1, 5, dtype=torch.long), torch.ones(1, 20, dtype=torch.long)], 1)
+    pos = torch.cat([torch.zeros(1, 5, dtype=torch.long), torch.arange(20)[None]], 1)
+    m(input_ids=padded, attention_mask=mask, position_ids=pos)
+    for i, s in read_state(m).items():
+        assert torch.allclose(s, ref[i], atol=1e-4), i
+    layer = next(iter(m.__dict__["_delta_mem"].layers.values()))
+    reset_state(m)
+    r = layer.read_write(torch.randn(1, 6, 64), Io(valid=torch.tensor([[0, 0, 1, 1, 1, 1]], dtype=torch.bool), ids=torch.zeros(1, 6, dtype=torch.long)))
+    assert torch.equal(r[0, :3], torch.zeros(3, 8))  # pads read zero; the first real token reads S_0 = 0
+
+
+@torch.no_grad()
+def test_resets_are_explicit(attached):
+    m = tiny_lm("qwen3").model
+    attached(m)
+    m(input_ids=_ids(8))
+    with pytest.raises(RuntimeError, match="reset_state"):
+        m(input_ids=_ids(8, batch=2))
+    reset_state(m)
+    m(input_ids=_ids(8, batch=2))
+    assert read_state(m)[0].shape[0] == 2
+
+
+@torch.no_grad()
+def test_ssw_needs_message_ids_and_writes_once_per_message(attached):
+    m = tiny_lm("qwen3").model
+    attached(m, granularity="message")
+    with pytest.raises(ConfigError, match="message ids"):
+        m(input_ids=_ids(10))
+    reset_state(m)
+    queue_ids(m, [-1, 0, 0, 0, 1, 1, 1, 1, -1, -1])
+    m(input_ids=_ids(10))
+    s = read_state(m)[0]
+    layer = m.__dict__["_delta_mem"].layers["0"]
+    assert s.abs().max() > 0
+    # -1 tokens are never written: a call with only -1 ids keeps the state
+    queue_ids(m, [-1] * 4)
+    m(input_ids=_ids(4, seed=3))
+    assert torch.equal(read_state(m)[0], s)
+    assert layer.spec.granularity == "message"
+
+
+@torch.no_grad()
+def test_msw_shapes(attached):
+    m = tiny_lm("gemma3").model
+    ad = attached(m, num_states=4)
+    m(input_ids=_ids(30))
+    for i, s in read_state(m).items():
+        assert s.shape == (1, 4, 8, 8)
+    layer = ad.layers["0"]
+    assert layer.memory_q_proj.weight.shape == (32, 64)
+    assert layer.delta["q"].weight.shape == (64, 32) and layer.delta["o"].weight.shape == (64, 32)
+    assert torch.all(layer.delta["o"].weight[:, 8:] == 0)  # only the first r columns get the base slice
+
+
+def test_init_from_base_slices(attached):
+    m = tiny_lm("llama").model
+    ad = attached(m)
+    attn = m.model.layers[1].self_attn
+    w = ad.layers["1"].delta["q"].weight
+    ref = torch.nn.functional.normalize(attn.q_proj.weight[:, :8], dim=0) * 0.05
+    assert torch.allclose(w, ref)
+    assert torch.all(ad.layers["1"].beta_proj.weight == 0) and torch.all(ad.layers["1"].beta_bias == -1.5)
+    assert ad.layers["1"].scale == 2.0
+
+
+# -- the harness method -------------------------------------------------------------------------
+
+
+def _method(lm, **kw):
+    from methods.deltamem import DeltaMem, DeltaMemConfig
+
+    return DeltaMem(DeltaMemConfig(**{"adapter": None, "chunk_size": 64, **kw}), lm)
+
+
+def _context(n_chunks=1, tokens=200, seed=0):
+    from methods.base import Context
+
+    ids = _ids(tokens, seed=seed)[0].tolist()
+    step = -(-tokens // n_chunks)
+    chunks = [ids[i:i + step] for i in range(0, tokens, step)]
+    return Context(prefix_ids=[1], chunk_ids=chunks, chunk_texts=["x"] * len(chunks))
+
+
+def test_method_contract(tiny):
+    from methods.base import Question
+
+    meth = _method(tiny, window=64)
+    meth.validate(201)
+    meth.reset()
+    meth.ingest(_context())
+    toks = list(meth.answer(Question(ids=[10, 11, 12], text="q"), 5))
+    assert 1 <= len(toks) <= 5 and all(isinstance(int(t), int) for t in toks)
+    assert meth.state_bytes() > 0 and meth.state_bytes_peak() >= meth.state_bytes() - 8 * 4 * 8 * 8 * 4
+    assert meth.extra_bytes() > 0 and meth.attended_tokens() <= 64 + 3 + 5
+    assert "_delta_mem" not in tiny.model.__dict__  # hooks only while ingesting/answering
+    assert meth.describe()["protocol"].startswith("state-only")
+    with pytest.raises(ConfigError, match="method.window"):
+        meth.validate(50)
+
+
+def test_state_bytes_constant_while_full_kv_grows():
+    from methods._lm import storage_bytes
+
+    lm = tiny_lm("qwen3")
+    paper, window = _method(lm, window=None), _method(lm, window=32)
+    rows = []
+    for n in (100, 300):
+        for meth in (paper, window):
+            meth.reset()
+            meth.ingest(_context(tokens=n))
+            rows.append((storage_bytes(meth.states()), meth.state_bytes()))
+    (sp1, tp1), (sw1, tw1), (sp2, tp2), (sw2, tw2) = rows
+    assert sp1 == sw1 == sp2 == sw2 == 4 * 8 * 8 * 4  # 4 layers × r×r fp32, whatever the context
+    assert tp2 > tp1  # context + state: the KV grows with the context
+    assert tw2 == tw1  # state-only: window KV + state, constant
+
+
+def test_write_during_decode_flag(tiny):
+    from methods.base import Question
+
+    for flag in (True, False):
+        meth = _method(tiny, window=None, write_during_decode=flag)
+        meth.reset()
+        meth.ingest(_context(tokens=80))
+        before = [s.clone() for s in meth.states()]
+        list(meth.answer(Question(ids=[10, 11], text="q"), 4))
+        same = all(torch.equal(a, b) for a, b in zip(before, meth.states()))
+        assert same != flag  # the question is never written; decode tokens only when the flag is on
+
+
+def test_ssw_method_error_and_reported_fallback():
+    lm = tiny_lm("llama")
+    meth = _method(lm, write_mode="ssw", window=None)
+    meth.reset()
+    with pytest.raises(ConfigError, match="ssw_fallback"):
+        meth.ingest(_context(n_chunks=1))
+    meth.reset()
+    meth.ingest(_context(n_chunks=3))  # three messages: fine
+    assert meth.describe()["ssw_fallback_samples"] == 0
+    fb = _method(lm, write_mode="ssw", window=None, ssw_fallback="tsw")
+    fb.reset()
+    fb.ingest(_context(n_chunks=1))
+    assert fb.describe()["ssw_fallback_samples"] == 1
+
+
+def test_through_harness_execute(tmp_path):
+    from omegaconf import OmegaConf
+
+    from harness.run import execute
+
+    cfg = OmegaConf.create({
+        "model": {"name": "tiny_random", "source": "tiny_random", "family": "gemma3", "dtype": "float32", "device": "cpu"},
+        "method": {"name": "deltamem", "window": 64, "chunk_size": 64},
+        "task": {"name": "passkey", "context_lengths": [200], "depths": [50]},
+        "run": {"limit": 1, "progress": False, "warmup": 0},
+    })
+    s = execute(cfg, tmp_path)
+    assert s["status"] == "ok", s["error"]
+    assert (tmp_path / "samples.jsonl").exists()
