@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import triton.language as tl
 
-from kernels.deltamem._jit import kernel, launch_config
+from kernels.deltamem._jit import empty, kernel, launch_config
 
 CKPT = 64
 
@@ -127,10 +127,9 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tenso
     B, T, N, r = q.shape
     block, warps = launch_config(r)
     nck = max(1, -(-T // CKPT))
-    out = torch.empty_like(q)  # [B, T, N, r]
-    s_final = torch.empty(B, N, r, r, dtype=torch.float32, device=q.device)
-    ckpt = (torch.empty(B, N, nck, r, r, dtype=torch.float32, device=q.device)
-            if store_ckpt else s_final)
+    out = empty(q.shape, q.dtype, q.device)  # [B, T, N, r]
+    s_final = empty((B, N, r, r), torch.float32, q.device)
+    ckpt = empty((B, N, nck, r, r), torch.float32, q.device) if store_ckpt else s_final
     kernel(deltamem_scan_fwd)[(B * N,)](
         q, k, v, beta, state if state is not None else s_final, out, s_final, ckpt,
         T, N, r, nck, HAS_S0=state is not None, STORE_CKPT=store_ckpt,
@@ -145,9 +144,9 @@ def backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tens
     B, T, N, r = q.shape
     block, warps = launch_config(r)
     nck = ckpt.shape[2]
-    dq, dk, dv, dbeta = (torch.empty_like(x) for x in (q, k, v, beta))
-    ds0 = torch.empty(B, N, r, r, dtype=torch.float32, device=q.device)
-    scratch = torch.empty(B * N, CKPT, r, r, dtype=torch.float32, device=q.device)
+    dq, dk, dv, dbeta = (empty(x.shape, x.dtype, x.device) for x in (q, k, v, beta))
+    ds0 = empty((B, N, r, r), torch.float32, q.device)
+    scratch = empty((B * N, CKPT, r, r), torch.float32, q.device)
     kernel(deltamem_scan_bwd)[(B * N,)](
         q, k, v, beta, ckpt, dout, ds_final if ds_final is not None else ds0,
         dq, dk, dv, dbeta, ds0, scratch, T, N, r, nck, HAS_DSF=ds_final is not None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import triton.language as tl
 
-from kernels.deltamem._jit import kernel, launch_config
+from kernels.deltamem._jit import empty, kernel, launch_config
 
 
 def deltamem_step_kernel(Q, K, V, Beta, SIn, Read, SOut, R, BLOCK_R: tl.constexpr):
@@ -41,8 +41,8 @@ def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
     B, N, r = q.shape
     block, warps = launch_config(r)
     q, k, v, beta, state = (x.contiguous() for x in (q, k, v, beta, state))
-    read = torch.empty_like(q)  # [B, N, r]
-    new_state = torch.empty_like(state)  # [B, N, r, r] fp32
+    read = empty(q.shape, q.dtype, q.device)  # [B, N, r]
+    new_state = empty(state.shape, torch.float32, q.device)  # [B, N, r, r]
     kernel(deltamem_step_kernel)[(B * N,)](
         q, k, v, beta, state, read, new_state, r, BLOCK_R=block, num_warps=warps)
     return read, new_state

@@ -1,0 +1,103 @@
+"""Compile every δ-mem Triton kernel ahead of time for a GPU target, without a GPU.
+
+Why: this machine has no GPU, so the Triton interpreter checks the kernels' arithmetic but not
+that they lower through TTIR → TTGIR → LLVM → PTX → cubin (layouts, register pressure,
+unsupported ops). `triton.compile` with an explicit `GPUTarget` runs that whole pipeline on
+CPU using the ptxas that ships with Triton (triton/backends/nvidia/bin).
+
+Run `python -m kernels.deltamem.aot [--arch 90]`: prints one JSON line per
+(kernel, dtype, r) with the sizes of the PTX and cubin, or the error. Triton must be in compile
+mode (TRITON_INTERPRET unset when triton is first imported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kernels.deltamem import triton_scan, triton_step
+from kernels.deltamem._jit import kernel, launch_config
+
+DTYPES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
+RS = (8, 64)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to compile one kernel source: its pointer args that take the input dtype, the
+    fp32 pointer args, the i32 scalars and the constexprs besides BLOCK_R."""
+
+    name: str
+    fn: Callable
+    typed_ptrs: tuple[str, ...]
+    fp32_ptrs: tuple[str, ...]
+    ints: tuple[str, ...]
+    constexprs: tuple[tuple[str, Any], ...] = ()
+
+
+SPECS = (
+    Spec("scan_fwd", triton_scan.deltamem_scan_fwd, ("Q", "K", "V", "Beta", "Out"),
+         ("S0", "SFinal", "Ckpt"), ("T", "N", "R", "NCK"),
+         (("HAS_S0", True), ("STORE_CKPT", True), ("CKPT_T", triton_scan.CKPT))),
+    Spec("scan_bwd", triton_scan.deltamem_scan_bwd,
+         ("Q", "K", "V", "Beta", "DOut", "DQ", "DK", "DV", "DBeta"),
+         ("Ckpt", "DSFinal", "DS0", "Scratch"), ("T", "N", "R", "NCK"),
+         (("HAS_DSF", True), ("CKPT_T", triton_scan.CKPT))),
+    Spec("step", triton_step.deltamem_step_kernel, ("Q", "K", "V", "Beta", "Read"),
+         ("SIn", "SOut"), ("R",)),
+)
+
+
+def compile_one(spec: Spec, dtype: str, r: int, arch: int = 90) -> dict[str, Any]:
+    """Compile one kernel variant; returns sizes of the PTX and cubin and the launch config."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    fn = kernel(spec.fn, interpret=False)
+    block, warps = launch_config(r)
+    constexprs = dict(spec.constexprs, BLOCK_R=block)
+    types = {**{p: f"*{DTYPES[dtype]}" for p in spec.typed_ptrs},
+             **{p: "*fp32" for p in spec.fp32_ptrs}, **{i: "i32" for i in spec.ints},
+             **{c: "constexpr" for c in constexprs}}
+    missing = set(fn.arg_names) ^ set(types)
+    if missing:
+        raise ValueError(f"signature of {spec.name} out of date, mismatched args: {missing}")
+    signature = {a: types[a] for a in fn.arg_names}
+    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": warps})
+    return {"kernel": spec.name, "dtype": dtype, "r": r, "arch": arch, "num_warps": warps,
+            "ptx_chars": len(compiled.asm.get("ptx", "")),
+            "cubin_bytes": len(compiled.asm.get("cubin", b""))}
+
+
+def compile_all(arch: int = 90, dtypes: tuple[str, ...] = tuple(DTYPES),
+                rs: tuple[int, ...] = RS) -> list[dict[str, Any]]:
+    """Compile every (kernel, dtype, r); failures are recorded with their error, not raised."""
+    results = []
+    for spec in SPECS:
+        for dtype in dtypes:
+            for r in rs:
+                try:
+                    results.append(compile_one(spec, dtype, r, arch))
+                except Exception as exc:  # recorded per variant so one failure hides no other
+                    results.append({"kernel": spec.name, "dtype": dtype, "r": r, "arch": arch,
+                                    "error": f"{type(exc).__name__}: {exc}"})
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90")
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    parser.add_argument("--r", nargs="+", type=int, default=list(RS))
+    args = parser.parse_args()
+    for row in compile_all(args.arch, tuple(args.dtypes), tuple(args.r)):
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
