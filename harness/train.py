@@ -130,7 +130,6 @@ def train(lm: Any, method_cfg: Any, tc: TrainConfig, command: str = "") -> dict[
     """Train (or resume) and write the final adapter; returns the record stored in its JSON."""
     from methods._deltamem import adapter as files
     from methods._deltamem.attach import build
-    from methods._deltamem.data import describe, episode
 
     model, tok = lm.model, lm.tokenizer
     ckpt = Path(tc.ckpt_dir)
@@ -143,6 +142,18 @@ def train(lm: Any, method_cfg: Any, tc: TrainConfig, command: str = "") -> dict[
     else:
         saved = None
         ad = build(model, method_cfg.spec(), seed=tc.seed)
+    try:
+        return _loop(model, tok, ad, tc, saved, state, ckpt, command, lm.cfg.name)
+    finally:
+        from methods._deltamem import detach
+
+        detach(model)  # the model is bare again; the adapter lives on in its files
+
+
+def _loop(model: Any, tok: Any, ad: Any, tc: TrainConfig, saved: Any, state: dict, ckpt: Path, command: str, model_name: str) -> dict[str, Any]:
+    from methods._deltamem import adapter as files
+    from methods._deltamem.data import describe, episode
+
     for p in ad.parameters():
         p.requires_grad_(True)
     opt = _optimizer(ad, tc)
@@ -199,7 +210,7 @@ def train(lm: Any, method_cfg: Any, tc: TrainConfig, command: str = "") -> dict[
         "heldout_untrained": state["untrained"], "heldout_trained": heldout,
         "protocol": "state-only (history KV discarded), write segment [BOS]+history, read segment question+answer",
     }
-    out = Path(tc.out) if tc.out else Path("adapters") / f"{lm.cfg.name}_deltamem"
+    out = Path(tc.out) if tc.out else Path("adapters") / f"{model_name}_deltamem"
     files.save(model, out, extra={"training": record})
     print(f"[train] adapter written to {out}", file=sys.stderr)
     return {"finished": True, **record}
