@@ -1,18 +1,20 @@
-"""``python -m harness method=<name> task=<name> [model=<name>] [key=value ...]`` (Hydra)."""
+"""``python -m harness method=<name> task=<name> [model=<name>] [key=value ...]`` (Hydra).
+
+``-m`` / an experiment preset with ``hydra.mode: MULTIRUN`` runs a sweep; see docs/sweeps.md.
+The task function lives in ``harness.launch`` (an importable module) so that launchers which pickle
+it for other processes (submitit) can import it there.
+"""
 
 from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
 
+from harness.launch import job
 from harness.registry import ConfigError, suggest
-
-FAILURES: list[str] = []
+from harness.sweep import exit_code
 
 
 def _config_names(group: str) -> list[str]:
@@ -37,34 +39,18 @@ def precheck(argv: list[str]) -> None:
                 raise ConfigError(suggest(group, name.strip(), valid[group]))
 
 
-@hydra.main(version_base="1.3", config_path="pkg://configs", config_name="config")
-def app(cfg: DictConfig) -> None:
-    from harness.run import execute
-    from harness.summary import console_table
-
-    out = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        summary = execute(cfg, out)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        FAILURES.append(str(e))
-        return
-    print(console_table(summary))
-    print(f"results: {out}")
-    if summary["status"] != "ok":
-        print(f"run {summary['status']}: {summary['error']['type']}: {summary['error']['message']}", file=sys.stderr)
-        FAILURES.append(str(out))
+app = hydra.main(version_base="1.3", config_path="pkg://configs", config_name="config")(job)
 
 
 def main() -> None:
+    """Exit code: 0 all runs ok or skipped, 1 any run failed/oom/timed out, 2 a config error."""
     try:
         precheck(sys.argv[1:])
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     app()
-    if FAILURES:
-        sys.exit(1)
+    sys.exit(exit_code())
 
 
 if __name__ == "__main__":

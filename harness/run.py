@@ -41,7 +41,7 @@ def build(cfg: DictConfig) -> tuple[ModelConfig, Any, Any, dict]:
     model_cfg = build_config(ModelConfig, _plain(cfg.model), "model")
     method_cfg = build_config(method_cls.Config, method_vals, "method")
     task_cfg = build_config(task_cls.Config, task_vals, "task")
-    run = {"warmup": 1, "repetitions": 1, "min_duration_s": 0.0, "limit": None, "max_new_tokens": None, "progress": True}
+    run = {"warmup": 1, "repetitions": 1, "min_duration_s": 0.0, "limit": None, "max_new_tokens": None, "progress": True, "timeout_s": None}
     unknown = set(_plain(cfg.get("run"))) - set(run)
     if unknown:
         raise ConfigError(f"unknown field 'run.{sorted(unknown)[0]}'; valid fields: {', '.join(sorted(run))}")
@@ -49,6 +49,8 @@ def build(cfg: DictConfig) -> tuple[ModelConfig, Any, Any, dict]:
     check(isinstance(run["warmup"], int) and run["warmup"] >= 0, "run.warmup", "an integer >= 0", run["warmup"])
     check(isinstance(run["repetitions"], int) and run["repetitions"] >= 1, "run.repetitions", "an integer >= 1", run["repetitions"])
     check(run["limit"] is None or (isinstance(run["limit"], int) and run["limit"] > 0), "run.limit", "null or a positive integer", run["limit"])
+    timeout = run["timeout_s"]  # enforced by harness.launch (launcher=process)
+    check(timeout is None or (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0), "run.timeout_s", "null or a positive number of seconds", timeout)
     return model_cfg, (method_cls, method_cfg), (task_cls, task_cfg), run
 
 
@@ -155,6 +157,7 @@ def execute(cfg: DictConfig, out: Path) -> dict:
             progress.set_postfix(acc=f"{correct / progress.n:.2f}")
         progress.close()
     except ConfigError:
+        status = "config_error"  # bad input leaves no result behind (see finally)
         raise
     except BaseException as e:
         status = "oom" if isinstance(e, torch.cuda.OutOfMemoryError) else ("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
@@ -162,14 +165,15 @@ def execute(cfg: DictConfig, out: Path) -> dict:
         if isinstance(e, KeyboardInterrupt):
             raise
     finally:
-        io.write_jsonl(out / "samples.jsonl", rows)
-        summary = summarize(rows, task_cls.metric)
-        summary.update({
-            "status": status, "error": error, "method": method_cls.name, "task": task_cls.name, "model": model_cfg.name,
-            "method_config": asdict(method_cfg), "method_info": method_info, "task_config": asdict(task_cfg), "run": run, "load": load_info,
-            "wall_s": time.time() - t_start, "seed": seed,
-        })
-        write_summary(out, summary)
+        if status != "config_error":
+            io.write_jsonl(out / "samples.jsonl", rows)
+            summary = summarize(rows, task_cls.metric)
+            summary.update({
+                "status": status, "error": error, "method": method_cls.name, "task": task_cls.name, "model": model_cfg.name,
+                "method_config": asdict(method_cfg), "method_info": method_info, "task_config": asdict(task_cfg), "run": run, "load": load_info,
+                "wall_s": time.time() - t_start, "seed": seed,
+            })
+            write_summary(out, summary)
     return summary
 
 
