@@ -22,6 +22,7 @@ computed after answering, from the evidence the harness passes along, and never 
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from dataclasses import dataclass
@@ -128,6 +129,7 @@ class Rag(Method):
                 import bm25s  # noqa: F401
             except ImportError as e:
                 raise ConfigError("method.retriever=bm25 needs the package 'bm25s' (pip install bm25s)") from e
+            logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
         self.reset()
 
     def reset(self) -> None:
