@@ -105,10 +105,13 @@ def vs_length(p: _Painter, key: str, title: str, metrics: list[tuple[str, str, s
     """One line per run (and per metric in ``metrics``: (metric, stat, line style)) vs context length."""
     fig = MplFigure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.subplots()
-    drawn = 0
+    drawn, hidden = 0, []
     for run in p.runs:
         for metric, stat, ls in metrics:
             pts = run.by_length(metric, stat)
+            if logy and pts and all(y <= 0 for _, y in pts):
+                hidden.append(p.labels[run.id])  # a log axis cannot show 0; say so in the caption
+                continue
             if not pts:
                 continue
             suffix = f" ({metric.split('_')[1]})" if len(metrics) > 1 else ""
@@ -126,16 +129,19 @@ def vs_length(p: _Painter, key: str, title: str, metrics: list[tuple[str, str, s
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    if hidden:
+        caption += f" Not on the log axis because the value is 0 at every length: {', '.join(sorted(set(hidden)))}."
     return p.save(fig, key, title, caption)
 
 
 def pareto(p: _Painter) -> Figure:
     title = "Accuracy vs state bytes"
-    caption = "One point per run (mean accuracy, mean state_bytes); ringed points joined by the step line form the Pareto front."
+    caption = ("One point per run (mean accuracy, mean state_bytes); ringed points joined by the step line form the Pareto front. "
+               "The x axis is logarithmic above the smallest non-zero state and linear below it, so a run with 0 bytes of state sits at 0.")
     pts = [(r, r.stat("state_bytes")[0], r.accuracy.get("mean")) for r in p.runs]
-    pts = [(r, b, a) for r, b, a in pts if b is not None and a is not None and b > 0]
+    pts = [(r, b, a) for r, b, a in pts if b is not None and a is not None]
     if not pts:
-        return Figure("pareto", title, caption, missing="no run has both an accuracy and a positive mean state_bytes")
+        return Figure("pareto", title, caption, missing="no run has both an accuracy and a mean state_bytes")
     front, best = [], -math.inf
     for r, b, a in sorted(pts, key=lambda t: (t[1], -t[2])):
         if a > best:
@@ -148,8 +154,9 @@ def pareto(p: _Painter) -> Figure:
     xs = [b / MIB for b, _ in front]
     ax.step(xs, [a for _, a in front], where="post", color="black", linewidth=1, alpha=0.6, label="Pareto front")
     ax.scatter(xs, [a for _, a in front], s=200, facecolors="none", edgecolors="black", zorder=4)
-    ax.set_xscale("log")
-    ax.set_xlabel("state_bytes, mean (MiB, log scale)")
+    positive = [b / MIB for _, b, _ in pts if b > 0]
+    ax.set_xscale("symlog", linthresh=min(positive) if positive else 1e-3, linscale=0.5)
+    ax.set_xlabel("state_bytes, mean (MiB, symmetric log scale)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.05, 1.05)
     ax.grid(True, alpha=0.3, which="both")

@@ -34,8 +34,10 @@ def unit_of(metric: str) -> str:
 
 def num(x: float) -> str:
     """Three significant figures without scientific notation for everyday magnitudes."""
+    if isinstance(x, int) or x == 0:
+        return f"{x:,}" if isinstance(x, int) else "0"
     ax = abs(x)
-    if ax >= 100 or (ax == int(ax) and ax < 1e15):
+    if ax >= 100:
         return f"{x:,.0f}"
     if ax >= 10:
         return f"{x:.1f}"

@@ -11,10 +11,11 @@ from typing import Any
 
 from harness.reporting import tables
 from harness.reporting.figures import Figure
-from harness.reporting.fmt import Notes, truncate, unit_of
+from harness.reporting.fmt import Cell, Notes, truncate, unit_of
 from harness.reporting.runs import Run, slug
 
 ENV_LIBS = ["torch", "transformers", "triton", "hydra-core"]
+ENV_KEYS = ["device", "dtype", "CPU", "python", *ENV_LIBS, "git"]
 SAMPLE_STRINGS = ["prediction", "answers", "question", "context", "evidence"]
 
 
@@ -52,21 +53,25 @@ def task(name: str, runs: list[Run], figures: list[Figure]) -> dict[str, Any]:
             "runs": runs, "notes": notes}
 
 
-def environment(run: Run) -> dict[str, str]:
-    """The environment columns of a report card; n/a values carry their reason in the text."""
+def environment(run: Run, notes: Notes) -> dict[str, Cell]:
+    """The environment rows of a report card; a missing value is n/a with its reason."""
     env, load = run.env, run.summary.get("load") or {}
+    if not env:
+        missing = notes.na("env.json is missing or unreadable")
+        return {k: missing for k in ENV_KEYS}
     if env.get("gpus"):
         names = ", ".join(g.get("name", "?") for g in env["gpus"])
-        device = f"{names} (driver {env.get('driver') or 'n/a'}, CUDA {env.get('cuda') or 'n/a'})"
+        device = notes.cell(f"{names} (driver {env.get('driver') or 'n/a'}, CUDA {env.get('cuda') or 'n/a'})")
     else:
-        device = f"{load.get('device') or 'n/a'} (GPU: {env.get('gpu_reason') or 'not recorded'})" if env else "n/a (env.json missing)"
+        device = notes.cell(f"{load.get('device') or 'cpu'} (no GPU: {env.get('gpu_reason') or 'none recorded'})")
     versions = env.get("versions") or {}
     sha = env.get("git_sha")
-    git = f"{sha[:12]}{' (dirty)' if env.get('git_dirty') else ''}" if sha else f"n/a ({env.get('git_sha_reason') or 'not recorded'})"
-    cpu = f"{env.get('cpu') or 'n/a'}, {env.get('cpu_threads') or '?'} threads (torch {env.get('torch_threads') or '?'})" if env else "n/a"
-    out = {"device": device, "dtype": str(load.get("dtype") or "n/a"), "CPU": cpu, "python": str(env.get("python") or "n/a")}
-    out.update({lib: str(versions.get(lib) or "n/a") for lib in ENV_LIBS})
-    out["git"] = git
+    cpu = f"{env.get('cpu') or 'unknown CPU'}, {env.get('cpu_threads') or '?'} threads (torch uses {env.get('torch_threads') or '?'})"
+    out = {"device": device, "dtype": notes.cell(load.get("dtype"), "", "not recorded (the run stopped before loading)"),
+           "CPU": notes.cell(cpu), "python": notes.cell(env.get("python"), "", "not recorded in env.json")}
+    out.update({lib: notes.cell(versions.get(lib), "", f"{lib} not installed or not recorded") for lib in ENV_LIBS})
+    out["git"] = notes.cell(f"{sha[:12]}{' (dirty)' if env.get('git_dirty') else ''}" if sha else None, "",
+                            env.get("git_sha_reason") or "not recorded in env.json")
     return out
 
 
@@ -77,7 +82,7 @@ def method(name: str, runs: list[Run]) -> dict[str, Any]:
         mine = [r for r in runs if r.model == model]
         envs: dict[tuple, dict[str, Any]] = {}
         for r in mine:
-            e = environment(r)
+            e = environment(r, notes)
             envs.setdefault(tuple(e.items()), {"env": e, "runs": [], "dates": set()})
             envs[tuple(e.items())]["runs"].append(r)
             envs[tuple(e.items())]["dates"].add(str(r.env.get("date") or "n/a")[:10])
@@ -86,7 +91,7 @@ def method(name: str, runs: list[Run]) -> dict[str, Any]:
             "sections": [{"title": t, "columns": cols, "rows": tables.rows([r for r in mine if r.ok], cols, notes)} for t, cols in tables.CARD],
             "failed": [failure(r) for r in mine if not r.ok],
             "envs": [{**v, "dates": ", ".join(sorted(v["dates"]))} for v in envs.values()],
-            "env_keys": list(environment(mine[0]).keys()),
+            "env_keys": ENV_KEYS,
         })
     return {"title": f"Method: {name}", "method": name, "models": models, "notes": notes}
 

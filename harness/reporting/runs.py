@@ -73,7 +73,11 @@ class Run:
         if m is None:
             return None, f"{metric} not recorded in this run"
         if not m.get("n"):
-            return None, m.get("reason") or "no samples"
+            reason = m.get("reason") or "no samples"
+            if reason == "no samples" and self.samples:  # the summary's fallback; say why instead
+                reason = ("every answer had fewer than 2 tokens, so there are no inter-token gaps" if metric == "itl_s"
+                          else f"no sample recorded a {metric} value")
+            return None, reason
         return m.get(stat), None
 
     def load(self, key: str) -> Val:
