@@ -196,23 +196,28 @@ class MultiSession(Task):
         filler: list = []
         while True:
             i = len(filler)
-            cand = filler + [(i % S, r.random(), r.choice(st["filler"]), sentences(3 * i, r.randint(2, 4)))]
-            if total(pairs + cand) > n:
+            new = (i % S, r.random(), r.choice(st["filler"]), sentences(3 * i, r.randint(2, 4)))
+            if total(pairs + filler + [new]) > n:
                 break
-            filler = cand
-        if filler:  # close the gap by extending the last reply with the words that follow it
-            s, key, ask, reply = filler[-1]
-            more = sentences(3 * len(filler) + 4, 8).split()
+            filler.append(new)
 
-            def extended(w: int) -> list:
-                return pairs + filler[:-1] + [(s, key, ask, " ".join([reply] + more[:w]))]
+        def closest(head: list, pair: tuple, lead: str, words: list[str], least: int) -> list | None:
+            """``head`` + ``pair`` whose reply is ``lead`` + the first w words, w >= least, closest to n."""
 
-            lo, hi = 0, len(more)
+            def make(w: int) -> list:
+                return head + [(*pair[:3], " ".join(([lead] if lead else []) + words[:w]))]
+
+            if total(pairs + make(least)) > n:
+                return None
+            lo, hi = least, len(words)
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                lo, hi = (mid, hi) if total(extended(mid)) <= n else (lo, mid - 1)
-            w = min([lo, lo + 1][: 2 if lo < len(more) else 1], key=lambda w: abs(total(extended(w)) - n))
-            filler = extended(w)[len(pairs):]
+                lo, hi = (mid, hi) if total(pairs + make(mid)) <= n else (lo, mid - 1)
+            return make(min({lo, min(lo + 1, len(words))}, key=lambda w: abs(total(pairs + make(w)) - n)))
+
+        # close the gap: a truncated copy of the exchange that did not fit, else a longer last reply
+        more = sentences(3 * len(filler) + 4, 8).split()
+        filler = closest(filler, new, "", new[3].split() + more, 1) or (closest(filler[:-1], filler[-1], filler[-1][3], more, 0) if filler else filler)
         return render(pairs + filler)
 
     def score(self, sample: Sample, prediction: str) -> float:
