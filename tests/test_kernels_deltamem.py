@@ -1,0 +1,331 @@
+"""δ-mem scan kernels: chunked reference vs per-token loop, Triton (interpreter) vs reference.
+
+How the Triton interpreter is run: Triton wraps its own library functions (`tl.sum`, …) when
+`triton` is first imported, so TRITON_INTERPRET=1 only works if it is set before that import —
+and in a full pytest run transformers has usually imported triton (compile mode) long before
+this file. Setting the variable here would therefore be too late, and would also turn a real
+GPU run of the `gpu` test into an interpreter run. So the `test_interp_*` tests run in-process
+only when this process already interprets (e.g. `TRITON_INTERPRET=1 pytest this_file`);
+otherwise the first of them starts ONE child pytest on this file (`-k test_interp_`) with
+TRITON_INTERPRET=1 in its environment, and each parent test reports its child's outcome, so
+every case still passes or fails by name. Our kernels are wrapped lazily per mode
+(`kernels.deltamem._jit`), so the AOT compile test in the parent keeps real JITFunctions.
+Every buffer a kernel writes starts as NaN (`_jit.POISON_OUTPUTS`), so unwritten elements fail.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels import deltamem as dm
+from kernels.deltamem import _jit, reference
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    """Tiny tensors: intra-op threads only add spin-wait, badly so on a loaded 2-core machine
+    (measured 0.16 s vs 4 s for one case). Restored after each test."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make(B: int, T: int, N: int, r: int, dtype: torch.dtype = torch.float32, seed: int = 0,
+         lo: float = 0.01, hi: float = 0.99) -> tuple[torch.Tensor, ...]:
+    """Inputs as the caller gives them: q, k tanh+L2-normalised, v raw, β in (lo, hi)."""
+    g = torch.Generator().manual_seed(seed)
+    q = F.normalize(torch.tanh(torch.randn(B, T, N, r, generator=g)), dim=-1)
+    k = F.normalize(torch.tanh(torch.randn(B, T, N, r, generator=g)), dim=-1)
+    v = torch.randn(B, T, N, r, generator=g)
+    beta = lo + (hi - lo) * torch.rand(B, T, N, r, generator=g)
+    s0 = 0.5 * torch.randn(B, N, r, r, generator=g)
+    return tuple(x.to(dtype) for x in (q, k, v, beta)) + (s0,)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a − b| / max |b| in float64 (0 when both are empty or zero)."""
+    a, b = a.double(), b.double()
+    assert torch.isfinite(a).all(), "non-finite values (unwritten NaN-poisoned output?)"
+    if a.numel() == 0:
+        return 0.0
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def grads(impl: str, q, k, v, beta, s0, seed: int = 1) -> list[torch.Tensor]:
+    """Gradients of a random linear function of (reads, final state) w.r.t. all five inputs."""
+    leaves = [x.detach().clone().requires_grad_() for x in (q, k, v, beta, s0)]
+    out, s = dm.scan(*leaves, impl=impl)
+    g = torch.Generator().manual_seed(seed)
+    w_out = torch.randn(out.shape, generator=g).to(out.dtype)
+    w_s = torch.randn(s.shape, generator=g)
+    loss = (out.float() * w_out.float()).sum() + (s * w_s).sum()
+    return list(torch.autograd.grad(loss, leaves))
+
+
+# Every value of T ∈ {1, 7, 65, 300}, N ∈ {1, 4}, r ∈ {8, 16, 32, 64} appears; B = 2 throughout.
+CASES = [(1, 4, 8), (7, 1, 16), (65, 4, 32), (300, 1, 64), (300, 4, 8), (65, 1, 64), (7, 4, 32)]
+
+
+@pytest.mark.parametrize("T,N,r", CASES)
+def test_chunked_matches_recurrent(T: int, N: int, r: int) -> None:
+    q, k, v, beta, s0 = make(2, T, N, r)
+    out_c, s_c = dm.scan(q, k, v, beta, s0, impl="reference")
+    out_r, s_r = dm.scan(q, k, v, beta, s0, impl="recurrent")
+    assert out_c.shape == (2, T, N, r) and s_c.shape == (2, N, r, r)
+    assert out_c.dtype == torch.float32 and s_c.dtype == torch.float32
+    assert rel_err(out_c, out_r) < 1e-5
+    assert rel_err(s_c, s_r) < 1e-5
+    for a, b in zip(grads("reference", q, k, v, beta, s0), grads("recurrent", q, k, v, beta, s0)):
+        assert rel_err(a, b) < 1e-4
+
+
+def test_chunked_matches_recurrent_long() -> None:
+    """Several thousand tokens, β over (0.01, 0.99): errors must not build up across chunks."""
+    q, k, v, beta, s0 = make(1, 3000, 1, 8, seed=3)
+    out_c, s_c = reference.chunked(q, k, v, beta, s0)
+    out_r, s_r = reference.recurrent(q, k, v, beta, s0)
+    assert rel_err(out_c, out_r) < 1e-5
+    assert rel_err(s_c, s_r) < 1e-5
+
+
+@pytest.mark.parametrize("lo,hi", [(0.0, 1e-4), (0.999, 1.0), (0.0, 1.0)])
+def test_chunked_extreme_gates(lo: float, hi: float) -> None:
+    """β near 0 and exactly 1 (λ = 0, reachable in bf16): finite, and equal to the loop."""
+    q, k, v, beta, s0 = make(2, 100, 2, 8, lo=lo, hi=hi, seed=4)
+    beta[:, ::7] = hi  # exact endpoint values included
+    out_c, s_c = reference.chunked(q, k, v, beta, s0)
+    out_r, s_r = reference.recurrent(q, k, v, beta, s0)
+    assert rel_err(out_c, out_r) < 1e-5 and rel_err(s_c, s_r) < 1e-5
+
+
+def test_chunked_gradcheck_double() -> None:
+    """Exact autograd of the chunked form (chunk 4 over T = 7: intra- and inter-chunk paths)."""
+    q, k, v, beta, s0 = make(1, 7, 2, 3, dtype=torch.float64, lo=0.1, hi=0.9, seed=5)
+    inputs = [x.double().requires_grad_() for x in (q, k, v, beta, s0)]
+    assert torch.autograd.gradcheck(
+        lambda *a: reference.chunked(*a, chunk=4), inputs, eps=1e-6, atol=1e-7)
+
+
+def test_one_step_formula_read_before_write() -> None:
+    """The update is δ-mem's (erase not decayed by λ, unlike Gated DeltaNet) and reads precede writes."""
+    q, k, v, beta, s0 = make(1, 2, 1, 4, seed=6)
+    out, s1 = reference.recurrent(q[:, :1], k[:, :1], v[:, :1], beta[:, :1], s0)
+    S, qt, kt, vt, bt = s0[0, 0], q[0, 0, 0], k[0, 0, 0], v[0, 0, 0], beta[0, 0, 0]
+    want = torch.diag(1 - bt) @ S + torch.diag(bt) @ torch.outer(vt - S @ kt, kt)
+    torch.testing.assert_close(s1[0, 0], want)
+    torch.testing.assert_close(out[0, 0, 0], S @ qt)  # the state before token 0's write
+    zero_out, _ = dm.scan(q, k, v, beta)  # S_0 = 0: nothing to read at t = 0
+    assert (zero_out[:, 0] == 0).all() and zero_out[:, 1].abs().max() > 0
+
+
+@pytest.mark.parametrize("impl", ["reference", "recurrent"])
+def test_chunking_invariance(impl: str) -> None:
+    """scan [0:a] then [a:T] with the carried state == scan [0:T] (TSW is chunking-invariant)."""
+    q, k, v, beta, s0 = make(2, 100, 2, 16, seed=7)
+    full, s_full = dm.scan(q, k, v, beta, s0, impl=impl)
+    a = 37
+    first, s_mid = dm.scan(q[:, :a], k[:, :a], v[:, :a], beta[:, :a], s0, impl=impl)
+    second, s_end = dm.scan(q[:, a:], k[:, a:], v[:, a:], beta[:, a:], s_mid, impl=impl)
+    assert rel_err(torch.cat([first, second], dim=1), full) < 1e-5
+    assert rel_err(s_end, s_full) < 1e-5
+    for C in (1, 5, 64):  # the reference's own chunk size does not change the result
+        out_c, s_c = reference.chunked(q, k, v, beta, s0, chunk=C)
+        assert rel_err(out_c, full) < 1e-5 and rel_err(s_c, s_full) < 1e-5
+
+
+def test_step_matches_scan() -> None:
+    q, k, v, beta, s0 = make(2, 3, 4, 8, seed=8)
+    out, s = dm.scan(q, k, v, beta, s0, impl="recurrent")
+    state = s0
+    for t in range(3):
+        read, state = dm.step(q[:, t], k[:, t], v[:, t], beta[:, t], state)
+        assert rel_err(read, out[:, t]) < 1e-6
+    assert rel_err(state, s) < 1e-6
+
+
+def test_auto_is_reference_on_cpu() -> None:
+    q, k, v, beta, s0 = make(1, 20, 1, 8, seed=9)
+    a = dm.scan(q, k, v, beta, s0)
+    b = dm.scan(q, k, v, beta, s0, impl="reference")
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_validation_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    q, k, v, beta, s0 = make(1, 5, 2, 8)
+    with pytest.raises(ValueError, match="did you mean 'triton'"):
+        dm.scan(q, k, v, beta, impl="trition")
+    with pytest.raises(ValueError, match="k must have q's shape"):
+        dm.scan(q, k[:, :4], v, beta)
+    with pytest.raises(ValueError, match=r"q must be 4-D \[B, T, N, r\]"):
+        dm.scan(q[0], k[0], v[0], beta[0])
+    with pytest.raises(ValueError, match="v dtype must equal q's dtype"):
+        dm.scan(q, k, v.double(), beta)
+    with pytest.raises(ValueError, match="q dtype must be one of"):
+        dm.scan(*(x.int() for x in (q, k, v, beta)))
+    with pytest.raises(ValueError, match="state must have shape"):
+        dm.scan(q, k, v, beta, s0[:, :1])
+    with pytest.raises(ValueError, match="state dtype must be torch.float32"):
+        dm.scan(q, k, v, beta, s0.half())
+    with pytest.raises(ValueError, match="impl must be one of"):
+        dm.step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], s0, impl="recurrent")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        dm.scan(q, k, v, beta, impl="triton")
+
+
+# ---------------------------------------------------------------- Triton under the interpreter
+def _interpreting_here() -> bool:
+    return _jit.interpreting() and _jit.triton_import_mode() == "interpret"
+
+
+@functools.lru_cache(maxsize=None)
+def _child_outcomes() -> dict[str, tuple[str, str]]:
+    """Run every test_interp_* case in one child pytest with TRITON_INTERPRET=1 set at start."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "interp.xml"
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", str(Path(__file__).resolve()), "-q", "-o",
+             "addopts=", "-p", "no:cacheprovider", "-k", "test_interp_", f"--junitxml={xml}"],
+            cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+            timeout=1800)
+        if not xml.exists():
+            raise RuntimeError(f"interpreter child produced no report (rc={proc.returncode}):\n"
+                               f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        outcomes = {}
+        for case in ET.parse(xml).getroot().iter("testcase"):
+            bad = [c for c in case if c.tag in ("failure", "error", "skipped")]
+            outcomes[case.get("name")] = ((bad[0].tag, (bad[0].text or bad[0].get("message", "")))
+                                          if bad else ("passed", ""))
+        return outcomes
+
+
+@pytest.fixture
+def ran_in_child(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """False: run the test body here under the interpreter. True: the child ran it and passed."""
+    pytest.importorskip("triton")
+    if _interpreting_here():
+        monkeypatch.setattr(_jit, "POISON_OUTPUTS", True)
+        return False
+    outcome, text = _child_outcomes().get(request.node.name, ("missing", "not in child report"))
+    if outcome != "passed":
+        pytest.fail(f"{request.node.name} under the interpreter (child process): {outcome}\n"
+                    f"{text[-3000:]}")
+    return True
+
+
+def test_mode_mismatch_is_a_clear_error() -> None:
+    pytest.importorskip("triton")
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    from kernels.deltamem import triton_step
+
+    fn = triton_step.deltamem_step_kernel
+    here = _jit.triton_import_mode() == "interpret"
+    wrapper = _jit.kernel(fn, interpret=here)
+    assert isinstance(wrapper, InterpretedFunction if here else JITFunction)
+    with pytest.raises(RuntimeError, match="before anything imports triton"):
+        _jit.kernel(fn, interpret=not here)
+
+
+# Interpreter cost grows with B·N·ceil(T/64)·64 token steps, so B = 1 here.
+TRITON_CASES = [(1, 4, 8), (7, 1, 16), (65, 4, 8), (65, 1, 32), (300, 1, 64), (7, 4, 12)]
+
+
+@pytest.mark.parametrize("T,N,r", TRITON_CASES)
+def test_interp_scan_matches_loop(ran_in_child: bool, T: int, N: int, r: int) -> None:
+    if ran_in_child:
+        return
+    q, k, v, beta, s0 = make(1, T, N, r, seed=10)
+    out_t, s_t = dm.scan(q, k, v, beta, s0, impl="triton")
+    out_r, s_r = dm.scan(q, k, v, beta, s0, impl="recurrent")
+    assert rel_err(out_t, out_r) < 1e-5 and rel_err(s_t, s_r) < 1e-5
+    g_t = grads("triton", q, k, v, beta, s0)
+    g_r = grads("recurrent", q, k, v, beta, s0)
+    for name, a, b in zip(("q", "k", "v", "beta", "state"), g_t, g_r):
+        assert rel_err(a, b) < 1e-4, name
+
+
+def test_interp_no_initial_state_final_only_grad(ran_in_child: bool) -> None:
+    if ran_in_child:
+        return
+    q, k, v, beta, _ = make(2, 9, 1, 8, seed=11)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v, beta)]
+    _, s_t = dm.scan(*leaves, impl="triton")  # reads unused: their gradient is zero
+    g_t = torch.autograd.grad(s_t.sum(), leaves, allow_unused=True, materialize_grads=True)
+    leaves_r = [x.clone().requires_grad_() for x in (q, k, v, beta)]
+    _, s_r = dm.scan(*leaves_r, impl="recurrent")
+    g_r = torch.autograd.grad(s_r.sum(), leaves_r, allow_unused=True, materialize_grads=True)
+    assert rel_err(s_t, s_r) < 1e-5
+    for a, b in zip(g_t, g_r):
+        assert rel_err(a, b) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_interp_low_precision_inputs(ran_in_child: bool, dtype: torch.dtype) -> None:
+    if ran_in_child:
+        return
+    """bf16/fp16 inputs, fp32 accumulation: compare with the loop on the same rounded inputs."""
+    q, k, v, beta, s0 = make(1, 70, 2, 16, dtype=dtype, seed=12)
+    out_t, s_t = dm.scan(q, k, v, beta, s0, impl="triton")
+    out_r, s_r = dm.scan(*(x.float() for x in (q, k, v, beta)), s0, impl="recurrent")
+    assert out_t.dtype == dtype and s_t.dtype == torch.float32
+    assert rel_err(out_t, out_r) < 1e-2  # reads rounded once to the input dtype
+    assert rel_err(s_t, s_r) < 1e-5  # the state itself never leaves fp32
+
+
+def test_interp_chunking_invariance(ran_in_child: bool) -> None:
+    if ran_in_child:
+        return
+    q, k, v, beta, s0 = make(1, 80, 1, 8, seed=13)
+    full, s_full = dm.scan(q, k, v, beta, s0, impl="triton")
+    first, s_mid = dm.scan(q[:, :70], k[:, :70], v[:, :70], beta[:, :70], s0, impl="triton")
+    second, s_end = dm.scan(q[:, 70:], k[:, 70:], v[:, 70:], beta[:, 70:], s_mid, impl="triton")
+    assert rel_err(torch.cat([first, second], dim=1), full) < 1e-6
+    assert rel_err(s_end, s_full) < 1e-6
+
+
+@pytest.mark.parametrize("r,dtype", [(8, torch.float32), (64, torch.float32), (12, torch.bfloat16)])
+def test_interp_step_matches_reference(ran_in_child: bool, r: int, dtype: torch.dtype) -> None:
+    if ran_in_child:
+        return
+    q, k, v, beta, s0 = make(2, 1, 4, r, dtype=dtype, seed=14)
+    args = (q[:, 0], k[:, 0], v[:, 0], beta[:, 0], s0)
+    read_t, s_t = dm.step(*args, impl="triton")
+    read_r, s_r = dm.step(*args, impl="reference")
+    assert read_t.dtype == dtype and s_t.dtype == torch.float32
+    assert rel_err(read_t, read_r) < (1e-6 if dtype == torch.float32 else 1e-2)
+    assert rel_err(s_t, s_r) < 1e-6
+    with pytest.raises(ValueError, match="no backward"):
+        dm.step(*(x.clone().requires_grad_() for x in args), impl="triton")
+
+
+# ---------------------------------------------------------------- real GPU (skipped on CPU)
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_cuda_matches_reference(dtype: torch.dtype) -> None:
+    q, k, v, beta, s0 = (x.cuda() for x in make(2, 1000, 4, 64, dtype=dtype, seed=15))
+    out_t, s_t = dm.scan(q, k, v, beta, s0, impl="triton")
+    out_r, s_r = dm.scan(*(x.float() for x in (q, k, v, beta)), s0, impl="reference")
+    assert rel_err(out_t, out_r) < (1e-4 if dtype == torch.float32 else 1e-2)
+    assert rel_err(s_t, s_r) < 1e-4
+    g_t = grads("triton", q, k, v, beta, s0)
+    g_r = grads("reference", *(x.float() for x in (q, k, v, beta)), s0)
+    for a, b in zip(g_t, g_r):
+        assert rel_err(a, b) < (1e-3 if dtype == torch.float32 else 3e-2)
+    read_t, st_t = dm.step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], s0, impl="triton")
+    read_r, st_r = dm.step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], s0, impl="reference")
+    assert rel_err(st_t, st_r) < 1e-5
