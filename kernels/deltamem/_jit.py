@@ -72,6 +72,11 @@ def kernel(fn: Callable, interpret: bool | None = None) -> Any:
     return _wrap(fn, mode)
 
 
+# Launches and the AOT compile pass enable_fp_fusion=True explicitly: FMA contraction (one
+# rounding per multiply-add) is what we test against, and Triton 3.9 warns that its default
+# will flip in 3.10.
+
+
 def launch_config(r: int) -> tuple[int, int]:
     """(BLOCK_R, num_warps) for an r×r fp32 state held in registers by one program."""
     block = max(2, 1 << max(0, (r - 1).bit_length()))

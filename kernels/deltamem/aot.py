@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -68,9 +69,11 @@ def compile_one(spec: Spec, dtype: str, r: int, arch: int = 90) -> dict[str, Any
     signature = {a: types[a] for a in fn.arg_names}
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                              options={"num_warps": warps})
+                              options={"num_warps": warps, "enable_fp_fusion": True})
+    ptx = compiled.asm.get("ptx", "")
+    target = re.search(r"^\.target\s+(\S+)", ptx, re.MULTILINE)
     return {"kernel": spec.name, "dtype": dtype, "r": r, "arch": arch, "num_warps": warps,
-            "ptx_chars": len(compiled.asm.get("ptx", "")),
+            "ptx_target": target.group(1) if target else None, "ptx_chars": len(ptx),
             "cubin_bytes": len(compiled.asm.get("cubin", b""))}
 
 

@@ -133,7 +133,7 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tenso
     kernel(deltamem_scan_fwd)[(B * N,)](
         q, k, v, beta, state if state is not None else s_final, out, s_final, ckpt,
         T, N, r, nck, HAS_S0=state is not None, STORE_CKPT=store_ckpt,
-        BLOCK_R=block, CKPT_T=CKPT, num_warps=warps)
+        BLOCK_R=block, CKPT_T=CKPT, num_warps=warps, enable_fp_fusion=True)
     return out, s_final, (ckpt if store_ckpt else None)
 
 
@@ -150,7 +150,7 @@ def backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tens
     kernel(deltamem_scan_bwd)[(B * N,)](
         q, k, v, beta, ckpt, dout, ds_final if ds_final is not None else ds0,
         dq, dk, dv, dbeta, ds0, scratch, T, N, r, nck, HAS_DSF=ds_final is not None,
-        BLOCK_R=block, CKPT_T=CKPT, num_warps=warps)
+        BLOCK_R=block, CKPT_T=CKPT, num_warps=warps, enable_fp_fusion=True)
     return dq, dk, dv, dbeta, ds0
 
 

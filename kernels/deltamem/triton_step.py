@@ -44,5 +44,6 @@ def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
     read = empty(q.shape, q.dtype, q.device)  # [B, N, r]
     new_state = empty(state.shape, torch.float32, q.device)  # [B, N, r, r]
     kernel(deltamem_step_kernel)[(B * N,)](
-        q, k, v, beta, state, read, new_state, r, BLOCK_R=block, num_warps=warps)
+        q, k, v, beta, state, read, new_state, r,
+        BLOCK_R=block, num_warps=warps, enable_fp_fusion=True)
     return read, new_state
