@@ -83,7 +83,7 @@ def site(tmp_path_factory) -> Path:
     write_run(runs / "sweep/1", "window", "needle", "tiny", grid_rows(lambda n, d: float(d == 100), lambda n: 64 * 1024))
     write_run(runs / "sweep/2", "no_memory", "needle", "tiny", grid_rows(lambda n, d: 0.0, lambda n: 0, n_tokens=1, prediction=XSS))
     write_run(runs / "gpu/0", "full_kv", "needle", "tiny-gpu", grid_rows(lambda n, d: 1.0, lambda n: n * 2048, gpu=2 * 2**30), gpu=True)
-    recall = [_row(i, {"n_facts": k}, 1.0, 1000 * k, 3, None, "yes") for i, k in enumerate((1, 2, 4))]
+    recall = [_row(i, {"n_facts": k}, 1.0, 1000 * k, 3, None, "yes" + " <long>" * 100) for i, k in enumerate((1, 2, 4))]
     write_run(runs / "other/0", "full_kv", "recall", "tiny", recall)
     tb = 'Traceback (most recent call last):\n  File "x.py", line 1\nRuntimeError: boom <b>bold</b>\n'
     write_run(runs / "other/1", "window", "recall", "tiny", [], status="failed",
@@ -119,6 +119,15 @@ def test_model_output_and_errors_are_escaped(site: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp;" in md and r"\| piped" in md  # a pipe cannot split the table row
     failed = (site / "runs/window__recall__tiny.html").read_text()
     assert "RuntimeError: boom &lt;b&gt;bold&lt;/b&gt;" in failed  # the traceback is shown, escaped
+
+
+def test_long_strings_are_cut_with_the_full_text_one_click_away(site: Path) -> None:
+    html = (site / "runs/full_kv__recall__tiny.html").read_text()
+    full = "yes" + " &lt;long&gt;" * 100
+    assert html.count(f"<pre>{full}</pre></details>") == 3
+    assert "<summary>yes &lt;long&gt;" in html
+    md = (site / "runs/full_kv__recall__tiny.md").read_text()
+    assert "(cut: 703 characters; full text in [samples.jsonl](full_kv__recall__tiny/samples.jsonl))" in md
 
 
 class _Links(HTMLParser):

@@ -58,9 +58,14 @@ class _Painter:
 
     def save(self, fig: MplFigure, key: str, title: str, caption: str) -> Figure:
         self.out.mkdir(parents=True, exist_ok=True)
-        fig.savefig(self.out / f"{key}.svg", metadata={"Date": None}, bbox_inches="tight")
-        fig.savefig(self.out / f"{key}.png", dpi=110, metadata={"Software": None}, bbox_inches="tight")
+        fig.savefig(self.out / f"{key}.svg", metadata={"Date": None})
+        fig.savefig(self.out / f"{key}.png", dpi=110, metadata={"Software": None})
         return Figure(key, title, caption, f"{self.rel}/{key}.svg", f"{self.rel}/{key}.png")
+
+
+def _legend(ax) -> None:
+    """Outside the axes on the right, so many series never hide the data."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
 
 
 def _reason(runs: list[Run], metric: str, what: str) -> str:
@@ -114,8 +119,8 @@ def vs_length(p: _Painter, key: str, title: str, metrics: list[tuple[str, str, s
                 continue
             if not pts:
                 continue
-            suffix = f" ({metric.split('_')[1]})" if len(metrics) > 1 else ""
-            ax.plot([x for x, _ in pts], [scale(y) for _, y in pts], linestyle=ls, label=p.labels[run.id] + suffix, **p.style(run))
+            label = p.labels[run.id] if metric == metrics[0][0] else None  # line style, not a legend entry, tells metrics apart
+            ax.plot([x for x, _ in pts], [scale(y) for _, y in pts], linestyle=ls, label=label, **p.style(run))
             drawn += 1
     if not drawn:
         return Figure(key, title, caption, missing=_reason(p.runs, metrics[0][0], ylabel.split(" (")[0]))
@@ -128,7 +133,10 @@ def vs_length(p: _Painter, key: str, title: str, metrics: list[tuple[str, str, s
     ax.set_xlabel("context length (tokens, log scale)")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    if len(metrics) > 1:
+        for metric, _, ls in metrics:
+            ax.plot([], [], color="black", linestyle=ls, label=metric)
+    _legend(ax)
     if hidden:
         caption += f" Not on the log axis because the value is 0 at every length: {', '.join(sorted(set(hidden)))}."
     return p.save(fig, key, title, caption)
@@ -160,7 +168,7 @@ def pareto(p: _Painter) -> Figure:
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.05, 1.05)
     ax.grid(True, alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    _legend(ax)
     return p.save(fig, "pareto", title, caption)
 
 

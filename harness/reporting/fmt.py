@@ -43,7 +43,7 @@ def num(x: float) -> str:
         return f"{x:.1f}"
     if ax >= 1:
         return f"{x:.2f}"
-    return f"{x:.3g}" if ax >= 1e-4 else f"{x:.2e}"
+    return f"{x:#.3g}" if ax >= 1e-4 else f"{x:.2e}"
 
 
 def fmt_value(v: Any, unit: str = "") -> str:

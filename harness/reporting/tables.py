@@ -27,7 +27,7 @@ class Column:
 def metric(name: str, stat: str = "mean") -> Column:
     def get(run: Run, notes: Notes) -> Cell:
         v, reason = run.stat(name, stat)
-        return notes.cell(v, unit_of(name), reason)
+        return notes.cell(v, {"cv_pct": "%", "n": ""}.get(stat, unit_of(name)), reason)
 
     return Column(name, stat, get)
 
