@@ -246,6 +246,12 @@ def test_glossary_carries_the_shared_definitions_exactly(site: Path) -> None:
             assert f"{name} | {definition}" in glossary
 
 
+def test_a_rendered_report_is_not_read_as_runs(site: Path, tmp_path: Path, capsys) -> None:
+    assert (site / "runs/full_kv__needle__tiny/summary.json").is_file()  # raw copies live in the site ...
+    assert main([str(site), "--out", str(tmp_path / "again")]) == 2  # ... but are not runs of their own
+    assert "no run folders found" in capsys.readouterr().err
+
+
 def test_cli_without_runs_exits_nonzero(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "site")]) == 2

@@ -22,7 +22,7 @@ from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 from matplotlib.figure import Figure as MplFigure  # noqa: E402
 
 from harness.reporting.colors import model_markers  # noqa: E402
-from harness.reporting.runs import Run  # noqa: E402
+from harness.reporting.runs import Run, slug  # noqa: E402
 
 matplotlib.rcParams["svg.hashsalt"] = "memharness-report"  # stable SVG ids between renders
 RED_YELLOW_GREEN = LinearSegmentedColormap.from_list("ryg", ["#d73027", "#fee08b", "#1a9850"])
@@ -194,23 +194,24 @@ def itl_box(p: _Painter) -> Figure:
     return p.save(fig, "itl", title, caption)
 
 
+def _same(v: float) -> float:
+    return v
+
+
 def task_figures(task: str, runs: list[Run], colors: dict[str, str], site: Path) -> list[Figure]:
     """Draw every figure of one task into ``site/figures/<task>/``; successful runs only."""
-    from harness.reporting.runs import slug
-
     rel = f"figures/{slug(task)}"
     p = _Painter([r for r in runs if r.ok and r.samples], colors, site / rel, rel)
-    ident = lambda v: v  # noqa: E731
     return [
         heatmap(p),
         vs_length(p, "accuracy_vs_length", "Accuracy vs context length", [("score", "mean", "-")], "accuracy",
-                  ident, False, "Mean score per context length (repetition 0)."),
+                  _same, False, "Mean score per context length (repetition 0)."),
         vs_length(p, "state_vs_length", "State bytes vs context length", [("state_bytes", "mean", "-")], "state_bytes (MiB, log scale)",
                   lambda b: b / MIB, True, "Mean state_bytes per context length, log–log."),
         vs_length(p, "ttft_vs_length", "TTFT vs context length", [("ttft_query_s", "p50", "-"), ("ttft_cold_s", "p50", "--")], "TTFT p50 (ms, log scale)",
                   lambda s: s * 1e3, True, "p50 of ttft_query_s (solid) and ttft_cold_s (dashed) per context length."),
         vs_length(p, "decode_vs_length", "Decode throughput vs context length", [("decode_tok_per_s", "mean", "-")], "decode_tok_per_s (tok/s)",
-                  ident, False, "Mean decode_tok_per_s per context length."),
+                  _same, False, "Mean decode_tok_per_s per context length."),
         pareto(p),
         itl_box(p),
     ]

@@ -13,7 +13,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from harness.stats import describe
 
@@ -25,6 +25,7 @@ PEAK_SOURCES = [
     ("host_peak_rss_bytes", "host RSS"),
 ]
 RAW_FILES = ("summary.json", "samples.jsonl", "env.json", "config.yaml")
+MARKER = ".memharness-report"  # marks a rendered report; its copies of run files are not runs
 
 Val = tuple[Any, "str | None"]  # (value, reason when the value is None)
 
@@ -150,6 +151,8 @@ def discover(paths: Sequence[Path | str], exclude: Path | None = None) -> list[P
             folder = hit.parent.resolve()
             if skip is not None and (folder == skip or skip in folder.parents):
                 continue
+            if any((d / MARKER).exists() for d in folder.parents):
+                continue
             found.add(folder)
     if not found:
         where = ", ".join(str(p) for p in paths) or "(no folders given)"
@@ -209,6 +212,3 @@ def load_runs(paths: Sequence[Path | str], exclude: Path | None = None) -> list[
         r.id = base if seen[base] == 1 else f"{base}-{seen[base]}"
     return runs
 
-
-def sorted_names(values: Iterable[str]) -> list[str]:
-    return sorted(set(values))

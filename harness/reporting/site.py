@@ -21,9 +21,8 @@ from harness.reporting import glossary, pages
 from harness.reporting.colors import method_colors
 from harness.reporting.figures import task_figures
 from harness.reporting.fmt import fence, md, tidy_markdown
-from harness.reporting.runs import RAW_FILES, Run, load_runs, slug
+from harness.reporting.runs import MARKER, RAW_FILES, Run, load_runs, slug
 
-MARKER = ".memharness-report"  # marks a folder this tool wrote, so a re-render may clear it
 OWNED = ("tasks", "methods", "runs", "figures", "static")
 
 

@@ -33,12 +33,12 @@ def metric(name: str, stat: str = "mean") -> Column:
 
 
 def loaded(name: str) -> Column:
-    return Column(name, "", lambda run, notes: notes.cell(*_load(run, name)))
+    """A value of the load phase (summary.json "load"), e.g. weights_bytes or load_s."""
+    def get(run: Run, notes: Notes) -> Cell:
+        v, reason = run.load(name)
+        return notes.cell(v, unit_of(name), reason)
 
-
-def _load(run: Run, name: str) -> tuple[Any, str, str | None]:
-    v, reason = run.load(name)
-    return v, unit_of(name), reason
+    return Column(name, "", get)
 
 
 def _accuracy(run: Run, notes: Notes) -> Cell:
