@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,10 +39,12 @@ TAIL_BYTES = 16_000
 
 
 def validate(cfg: DictConfig) -> dict:
-    """All checks that need no model: the method/task/model/run groups and the launch keys."""
+    """All checks that need no model: the method/task/model/run groups, the task's inputs (a task
+    reads its data files when constructed, so a missing file is caught here) and the launch keys."""
     from harness.run import build
 
-    build(cfg)
+    _, _, (task_cls, task_cfg), _ = build(cfg)
+    task_cls(task_cfg)
     launcher, force = cfg.get("launcher", "process"), cfg.get("force", False)
     check(launcher in LAUNCHERS, "launcher", " or ".join(LAUNCHERS), launcher)
     check(isinstance(force, bool), "force", "true or false", force)
@@ -62,6 +65,12 @@ def job(cfg: DictConfig) -> str:
     except ConfigError as e:
         return _config_error(out, rec, e, multirun)
     rec["config_hash"] = h = config_hash(cfg)
+    if cfg.get("dry_run", False):
+        found, _ = find_complete(Path(str(cfg.out_dir)), h, out)
+        print(f"dry run: {h} {'done: ' + str(found) if found else 'to run: ' + str(out)}", flush=True)
+        if not multirun:
+            _remove_if_empty(out)
+        return "skipped"
     if not opts["force"]:
         found, reason = find_complete(Path(str(cfg.out_dir)), h, out)
         if found is not None:
@@ -112,7 +121,15 @@ def _config_error(out: Path, rec: dict, e: ConfigError, multirun: bool, shown: b
     if not shown:  # the child has already printed it
         print(f"error: {e}", file=sys.stderr, flush=True)
     _clear(out)
+    if not multirun:
+        _remove_if_empty(out)
     return _finish(out, rec | {"status": "config_error", "error": {"type": "ConfigError", "message": str(e)}}, time.time(), multirun)
+
+
+def _remove_if_empty(out: Path) -> None:
+    """Remove a run folder that holds only what Hydra put there (.hydra/, its log)."""
+    if all(p.suffix == ".log" or ".hydra" in p.parts for p in out.rglob("*") if p.is_file()):
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _clear(out: Path) -> None:

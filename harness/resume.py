@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 #: top-level keys left out of the hash
-VOLATILE = {"hydra", "out_dir", "launcher", "force"}
+VOLATILE = {"hydra", "out_dir", "launcher", "force", "dry_run"}
 #: keys under ``run`` left out of the hash
 VOLATILE_RUN = {"progress", "timeout_s"}
 HASH_CHARS = 10

@@ -34,7 +34,7 @@ from harness.resume import config_hash
 
 ENV_INVOCATION, ENV_TOTAL, ENV_T0, ENV_DIR = "MEMH_SWEEP_INVOCATION", "MEMH_SWEEP_TOTAL", "MEMH_SWEEP_T0", "MEMH_SWEEP_DIR"
 #: command-line keys that do not change what a sweep measures (left out of the sweep id)
-VOLATILE_OVERRIDES = ("force", "launcher", "out_dir", "run.progress", "run.timeout_s")
+VOLATILE_OVERRIDES = ("force", "dry_run", "launcher", "out_dir", "run.progress", "run.timeout_s")
 #: on CPU, ``cpu_cap`` divides GPU-sized prompt lengths by this (4k/16k/32k -> 256/1k/2k tokens)
 CPU_DIVISOR = 16
 STATUS_CODE = {"ok": 0, "skipped": 0, "failed": 1, "oom": 1, "timeout": 1, "config_error": 2}
@@ -206,7 +206,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = expand_jobs(config)
         if jobs is not None:
-            _prevalidate(config, jobs)
+            _prevalidate(config, jobs, dry_run=bool(config.get("dry_run", False)))
         sweep_dir = Path(str(config.hydra.sweep.dir))
         os.environ.update({ENV_INVOCATION: uuid.uuid4().hex[:12], ENV_TOTAL: str(len(jobs) if jobs else 0),
                            ENV_T0: str(time.time()), ENV_DIR: str(sweep_dir)})
@@ -225,11 +225,15 @@ class SweepCallback(Callback):
             record_exit(r["status"])
 
 
-def _prevalidate(config: DictConfig, jobs: list[list[str]]) -> None:
-    """Fail fast: a config error in any run stops the sweep before the first run starts."""
+def _prevalidate(config: DictConfig, jobs: list[list[str]], dry_run: bool = False) -> None:
+    """Fail fast: a config error in any run stops the sweep before the first run starts.
+
+    With ``dry_run=true``, list the runs (and which already have a complete result) and stop.
+    """
     from hydra.core.global_hydra import GlobalHydra
 
     from harness.launch import validate
+    from harness.resume import find_complete
 
     loader = GlobalHydra.instance().config_loader()
     for i, overrides in enumerate(jobs):
@@ -239,3 +243,11 @@ def _prevalidate(config: DictConfig, jobs: list[list[str]]) -> None:
         except ConfigError as e:
             print(f"error: sweep run #{i} ({' '.join(overrides)}): {e}", file=sys.stderr, flush=True)
             sys.exit(2)
+        if dry_run:
+            h = config_hash(job_cfg)
+            own = Path(str(job_cfg.hydra.sweep.dir)) / str(job_cfg.hydra.sweep.subdir)
+            found, _ = find_complete(Path(str(job_cfg.out_dir)), h, own)
+            print(f"#{i} {h} {'done: ' + str(found) if found else 'to run'}: {' '.join(overrides)}", flush=True)
+    if dry_run:
+        print(f"dry run: {len(jobs)} runs valid; nothing was run", flush=True)
+        sys.exit(0)
