@@ -51,6 +51,7 @@ class TrainConfig:
     out: str | None = None
     max_minutes: float | None = None
     seed: int = 0
+    threads: int | None = None  # torch intra-op threads (1 is fastest on a crowded CPU)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -193,7 +194,7 @@ def _loop(model: Any, tok: Any, ad: Any, tc: TrainConfig, saved: Any, state: dic
         bar.update(1)
         bar.set_postfix(ce=f"{ema:.3f}", beta=f"{float(m['beta'].detach()):.3f}", len=n)
         if state["step"] % tc.eval_every == 0 or state["step"] == tc.steps:
-            heldout = state["heldout"] = evaluate(model, ad, tok, tc)
+            heldout = state["heldout"] = {**evaluate(model, ad, tok, tc), "step": state["step"]}
             bar.write(f"[train] step {state['step']}: held-out {heldout}")
         out_of_time = tc.max_minutes is not None and time.time() - t0 > 60 * tc.max_minutes
         if state["step"] % tc.ckpt_every == 0 or state["step"] == tc.steps or out_of_time:
@@ -203,6 +204,8 @@ def _loop(model: Any, tok: Any, ad: Any, tc: TrainConfig, saved: Any, state: dic
             print(f"[train] max_minutes reached at step {state['step']}; checkpoint in {ckpt}; rerun to resume", file=sys.stderr)
             return {"finished": False, "step": state["step"]}
     bar.close()
+    if heldout is None or heldout.get("step") != state["step"]:  # e.g. resumed with a smaller train.steps
+        heldout = state["heldout"] = {**evaluate(model, ad, tok, tc), "step": state["step"]}
     last = state["losses"][-50:]
     record = {
         "command": command, "data": describe(), "train_config": asdict(tc), "steps": state["step"],
@@ -229,6 +232,8 @@ def run(cfg: Any) -> dict[str, Any]:
     mcfg = build_config(METHODS.get("deltamem").Config, mvals, "method")
     tc = build_config(TrainConfig, plain(cfg.get("train")), "train")
     torch.manual_seed(tc.seed)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
     lm = load(build_config(ModelConfig, plain(cfg.model), "model"))
     return train(lm, mcfg, tc, command="python -m harness.train " + " ".join(sys.argv[1:]))
 
