@@ -290,3 +290,16 @@ def test_through_harness_execute(tmp_path):
     s = execute(cfg, tmp_path)
     assert s["status"] == "ok", s["error"]
     assert (tmp_path / "samples.jsonl").exists()
+
+
+@torch.no_grad()
+def test_generate_with_left_padding(attached):
+    m = tiny_lm("qwen3").model
+    attached(m)
+    x = _ids(12, seed=4, batch=2)
+    mask = torch.ones(2, 12, dtype=torch.long)
+    x[1, :4], mask[1, :4] = 0, 0  # row 1 is left-padded
+    out = m.generate(input_ids=x, attention_mask=mask, max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert out.shape == (2, 15)
+    s = read_state(m)[0]
+    assert s.shape == (2, 1, 8, 8) and torch.isfinite(s).all()

@@ -126,3 +126,17 @@ def test_train_two_steps_and_resume(tmp_path):
     assert rec["finished"] and rec["steps"] == 2 and "_delta_mem" not in lm.model.__dict__
     meta = json.loads((tmp_path / "out" / "adapter.json").read_text())
     assert meta["training"]["steps"] == 2 and "heldout_trained" in meta["training"] and meta["training"]["data"]["generator"]
+
+
+def test_method_uses_the_shipped_adapter_for_its_model(tmp_path, monkeypatch, attached):
+    import methods.deltamem as dm
+
+    lm = tiny_lm("gemma3")
+    attached(lm.model)
+    save(lm.model, tmp_path / "shipped", extra={"training": {"steps": 7}})
+    detach(lm.model)
+    monkeypatch.setitem(dm.SHIPPED_FOR, "tiny_random", tmp_path / "shipped")
+    meth = dm.DeltaMem(dm.DeltaMemConfig(), lm)  # adapter: auto
+    assert "trained adapter" in meth.describe()["adapter"] and meth.ad.info["training"] == {"steps": 7}
+    msw = dm.DeltaMem(dm.DeltaMemConfig(write_mode="msw"), lm)  # the shipped one is TSW: fresh init, reported
+    assert "fresh init" in msw.describe()["adapter"] and msw.ad.spec.num_states == 4
