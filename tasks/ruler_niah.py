@@ -113,7 +113,7 @@ class RulerNiah(Task):
                 return _split.word_key(r, cfg.split, taken) if key_kind == "word" else _split.uuid_key(r, cfg.split, taken)
 
             def value() -> str:
-                return _split.number(r, 7, values_taken) if value_kind == "number" else str(_split.uuid_key(r, cfg.split, values_taken))
+                return _split.number(r, 7, values_taken) if value_kind == "number" else _split.uuid_key(r, cfg.split, values_taken)
 
             keys = [key() for _ in range(n_keys)]
             values = {k: [value() for _ in range(n_values)] for k in keys}
