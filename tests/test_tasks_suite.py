@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from importlib.resources import files
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -72,6 +73,30 @@ def test_samples_are_seeded_and_deterministic(i: int) -> None:
     assert len({s.id for s in a}) == len(a), "sample ids must be unique"
     c = make(name, values).samples(tok(), 1)
     assert [s.chunks for s in a] != [s.chunks for s in c], "another seed must give other contexts"
+
+
+def _digest(indices: list[int]) -> str:
+    import dataclasses
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for i in indices:
+        for s in make(*CASES[i]).samples(tok(), 0):
+            h.update(json.dumps(dataclasses.asdict(s), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def test_samples_do_not_depend_on_the_process_hash_seed() -> None:
+    import os
+    import subprocess
+    import sys
+
+    picks = [0, IDS.index("kv_recall-11"), IDS.index("fact_update-13"), IDS.index("multi_session-15")]
+    code = f"from tests.test_tasks_suite import _digest; print(_digest({picks}))"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=str(Path(__file__).parent.parent))
+    assert other.stdout.strip() == _digest(picks)
 
 
 @pytest.mark.parametrize("i", range(len(CASES)), ids=IDS)
