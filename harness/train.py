@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None  # torch intra-op threads (1 is fastest on a crowded CPU)
     progress: bool = True
+    eval_only: bool = False  # evaluate method.adapter (a folder, or null = untrained) on the held-out set and exit
 
     def __post_init__(self) -> None:
         self.lengths = list(self.lengths)
@@ -107,16 +108,23 @@ def episode_loss(model: Any, ad: Any, tok: Any, ep: Any, tc: TrainConfig) -> dic
 
 
 @torch.no_grad()
-def evaluate(model: Any, ad: Any, tok: Any, tc: TrainConfig) -> dict[str, float]:
-    """Held-out episodes (split=heldout, fixed length): answer CE, per-digit and exact accuracy."""
-    from methods._deltamem.data import episode
+def evaluate(model: Any, ad: Any, tok: Any, tc: TrainConfig, mismatched: bool = False) -> dict[str, float]:
+    """Held-out episodes (split=heldout, fixed length): answer CE, per-digit and exact accuracy.
+
+    ``mismatched``: a control that writes the history of episode i+1 before asking the question of
+    episode i; whatever the adapter gains there is answer format, not memory."""
+    from methods._deltamem.data import Episode, episode
 
     ce = ex = dr = dn = 0.0
-    for i in range(tc.eval_episodes):
-        m = episode_loss(model, ad, tok, episode(tok, "heldout", i, tc.eval_length, seed=tc.seed), tc)
+    n = tc.eval_episodes
+    for i in range(n):
+        ep = episode(tok, "heldout", i, tc.eval_length, seed=tc.seed)
+        if mismatched:
+            other = episode(tok, "heldout", (i + 1) % n, tc.eval_length, seed=tc.seed)
+            ep = Episode(write=other.write, read=ep.read, answer=ep.answer, kind=ep.kind, key=ep.key)
+        m = episode_loss(model, ad, tok, ep, tc)
         ce, ex, dr, dn = ce + float(m["ce"]), ex + float(m["exact"]), dr + float(m["digit_right"]), dn + float(m["digits"])
     ad.reset()
-    n = tc.eval_episodes
     return {"answer_ce": ce / n, "per_digit": dr / max(dn, 1), "exact": ex / n, "episodes": n, "length": tc.eval_length}
 
 
@@ -235,7 +243,26 @@ def run(cfg: Any) -> dict[str, Any]:
     if tc.threads:
         torch.set_num_threads(tc.threads)
     lm = load(build_config(ModelConfig, plain(cfg.model), "model"))
+    if tc.eval_only:
+        return evaluate_adapter(lm, mcfg, tc)
     return train(lm, mcfg, tc, command="python -m harness.train " + " ".join(sys.argv[1:]))
+
+
+def evaluate_adapter(lm: Any, mcfg: Any, tc: TrainConfig) -> dict[str, Any]:
+    """Held-out numbers for an adapter folder (or a fresh init), with the mismatched-history control."""
+    import json
+
+    from methods._deltamem import attach, detach
+    from methods._deltamem.attach import build
+
+    ad = attach(lm.model, adapter=mcfg.adapter) if mcfg.adapter else build(lm.model, mcfg.spec(), seed=tc.seed)
+    try:
+        out = {"adapter": mcfg.adapter, "matched": evaluate(lm.model, ad, lm.tokenizer, tc),
+               "mismatched_history": evaluate(lm.model, ad, lm.tokenizer, tc, mismatched=True)}
+    finally:
+        detach(lm.model)
+    print(json.dumps(out, indent=2))
+    return out
 
 
 def main() -> None:

@@ -140,3 +140,14 @@ def test_method_uses_the_shipped_adapter_for_its_model(tmp_path, monkeypatch, at
     assert "trained adapter" in meth.describe()["adapter"] and meth.ad.info["training"] == {"steps": 7}
     msw = dm.DeltaMem(dm.DeltaMemConfig(write_mode="msw"), lm)  # the shipped one is TSW: fresh init, reported
     assert "fresh init" in msw.describe()["adapter"] and msw.ad.spec.num_states == 4
+
+
+def test_eval_only_with_mismatched_control(tmp_path):
+    from harness.train import TrainConfig, evaluate_adapter
+    from methods.deltamem import DeltaMemConfig
+
+    lm = tiny_lm("qwen3")
+    tc = TrainConfig(eval_episodes=2, eval_length=24)
+    out = evaluate_adapter(lm, DeltaMemConfig(adapter=None), tc)
+    assert set(out) == {"adapter", "matched", "mismatched_history"} and out["matched"]["episodes"] == 2
+    assert "_delta_mem" not in lm.model.__dict__
