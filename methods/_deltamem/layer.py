@@ -111,8 +111,8 @@ class MemoryLayer(nn.Module):
         """h: [B, T, d] fp32 -> q, k, v, β each [B, T, N, r]; tanh + L2 per state on q and k."""
         B, T, _ = h.shape
         shape = (B, T, self.spec.num_states, self.spec.rank)
-        q = F.normalize(torch.tanh(self.memory_q_proj(h)).view(shape), dim=-1)
-        k = F.normalize(torch.tanh(self.memory_k_proj(h)).view(shape), dim=-1)
+        q = F.normalize(torch.tanh(self.memory_q_proj(h)).view(shape), dim=-1, eps=1e-6)  # x / max(|x|, 1e-6)
+        k = F.normalize(torch.tanh(self.memory_k_proj(h)).view(shape), dim=-1, eps=1e-6)
         v = self.memory_v_proj(h).view(shape)
         beta = torch.sigmoid(self.beta_proj(h) + self.beta_bias).view(shape)
         return q, k, v, beta
