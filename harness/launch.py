@@ -62,8 +62,8 @@ def job(cfg: DictConfig) -> str:
     t0 = time.time()
     try:
         opts = validate(cfg)
-    except ConfigError as e:
-        return _config_error(out, rec, e, multirun)
+    except ConfigError as e:  # nothing written yet: an older result in this folder is left alone
+        return _config_error(out, rec, e, multirun, clear=False)
     rec["config_hash"] = h = config_hash(cfg)
     if cfg.get("dry_run", False):
         found, _ = find_complete(Path(str(cfg.out_dir)), h, out)
@@ -116,11 +116,12 @@ def _finish(out: Path, rec: dict, t0: float, multirun: bool) -> str:
     return rec["status"]
 
 
-def _config_error(out: Path, rec: dict, e: ConfigError, multirun: bool, shown: bool = False) -> str:
+def _config_error(out: Path, rec: dict, e: ConfigError, multirun: bool, shown: bool = False, clear: bool = True) -> str:
     """Bad input leaves no result behind: the message names the field; exit code 2."""
     if not shown:  # the child has already printed it
         print(f"error: {e}", file=sys.stderr, flush=True)
-    _clear(out)
+    if clear:
+        _clear(out)
     if not multirun:
         _remove_if_empty(out)
     return _finish(out, rec | {"status": "config_error", "error": {"type": "ConfigError", "message": str(e)}}, time.time(), multirun)

@@ -135,7 +135,7 @@ def collect(sweep_dir: Path, invocation: str | None, with_summary: bool = True) 
 
 def _row(job: dict) -> dict:
     row = {k: job.get(k) for k in ("num", "status", "method", "task", "model", "wall_s", "run_dir")}
-    row["overrides"] = " ".join(job.get("overrides") or [])
+    row["overrides"] = " ".join(o for o in job.get("overrides") or [] if o.lstrip("+~").split("=", 1)[0] not in VOLATILE_OVERRIDES)
     err = job.get("error") or {}
     row["error"] = f"{err.get('type')}: {err.get('message')}".splitlines()[0][:160] if err else ""
     try:
