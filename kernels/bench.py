@@ -76,6 +76,11 @@ def fla_fns(q, k, v, beta, state) -> dict[str, Callable[[], object]]:
             "fla-recurrent": lambda: fused_recurrent_delta_rule(q, k, v, b, **kw)}
 
 
+def _fwd_bwd(leaves: list[torch.Tensor], state: torch.Tensor, impl: str) -> None:
+    out, s = dm.scan(*leaves, state, impl=impl)
+    (out.float().sum() + s.sum()).backward()
+
+
 def run_case(B: int, T: int, N: int, r: int, dtype: torch.dtype, device: str, impls: list[str],
              args: argparse.Namespace) -> list[dict]:
     q, k, v, beta, state = inputs(B, T, N, r, dtype, device)
@@ -85,9 +90,12 @@ def run_case(B: int, T: int, N: int, r: int, dtype: torch.dtype, device: str, im
             fns.update(fla_fns(q, k, v, beta, state))
         elif impl == "recurrent" and T > args.max_loop_T:
             continue
+        elif args.backward:
+            leaves = [x.detach().requires_grad_() for x in (q, k, v, beta)]
+            fns[impl + "+bwd"] = (lambda impl=impl, leaves=leaves: _fwd_bwd(leaves, state, impl))
         else:
             fns[impl] = (lambda impl=impl: dm.scan(q, k, v, beta, state, impl=impl))
-    if T == 1:  # decode: the fused step kernel and its reference
+    if T == 1 and not args.backward:  # decode: the fused step kernel and its reference
         q1, k1, v1, b1 = (x[:, 0] for x in (q, k, v, beta))
         for impl in ("reference",) + (("triton",) if "triton" in impls else ()):
             fns[f"step-{impl}"] = (lambda impl=impl: dm.step(q1, k1, v1, b1, state, impl=impl))
@@ -95,7 +103,7 @@ def run_case(B: int, T: int, N: int, r: int, dtype: torch.dtype, device: str, im
     rows = []
     for name, fn in fns.items():
         try:
-            with torch.no_grad():
+            with torch.set_grad_enabled(args.backward):
                 sec = timeit(fn, device, args.warmup, args.repeat)
             rows.append(dict(impl=name, B=B, T=T, N=N, r=r, ms=sec * 1e3,
                              tok_s=B * T / sec, gbps=nbytes / sec / 1e9))
@@ -108,8 +116,8 @@ def render(rows: list[dict], peak: float | None, gpu: bool) -> str:
     head = f"{'impl':<16}{'B':>3}{'T':>7}{'N':>3}{'r':>4}{'ms':>11}{'tokens/s':>13}{'vs loop':>9}"
     head += f"{'GB/s':>9}{'%peak':>7}" if gpu else ""
     lines = [head, "-" * len(head)]
-    loop = {(x["B"], x["T"], x["r"]): x["ms"] for x in rows if x["impl"] == "recurrent"
-            and "ms" in x}
+    loop = {(x["B"], x["T"], x["r"]): x["ms"] for x in rows
+            if x["impl"].split("+")[0] == "recurrent" and "ms" in x}
     for x in rows:
         key = f"{x['impl']:<16}{x['B']:>3}{x['T']:>7}{x['N']:>3}{x['r']:>4}"
         if "error" in x:
@@ -118,7 +126,7 @@ def render(rows: list[dict], peak: float | None, gpu: bool) -> str:
         base = loop.get((x["B"], x["T"], x["r"]))
         ratio = f"{base / x['ms']:.1f}x" if base else "-"
         line = f"{key}{x['ms']:>11.3f}{x['tok_s']:>13.3g}{ratio:>9}"
-        if gpu and x["impl"] == "triton":
+        if gpu and x["impl"] == "triton":  # forward only: the bytes below are the forward's
             pct = f"{100 * x['gbps'] / peak:.1f}" if peak else "-"
             line += f"{x['gbps']:>9.1f}{pct:>7}"
         lines.append(line)
@@ -135,6 +143,8 @@ def main() -> None:
     p.add_argument("--impls", nargs="+", default=None,
                    help="subset of reference recurrent triton fla (default: all that apply)")
     p.add_argument("--full", action="store_true", help="on CPU, keep T > 4096 as well")
+    p.add_argument("--backward", action="store_true",
+                   help="time forward + backward of the scan (training) instead of forward")
     p.add_argument("--max-loop-T", type=int, default=4096,
                    help="skip the per-token loop above this T (it is only the baseline)")
     p.add_argument("--threads", type=int, default=1,
@@ -154,7 +164,7 @@ def main() -> None:
     Ts = args.T if gpu or args.full else [t for t in args.T if t <= 4096]
     print(f"δ-mem scan benchmark — {name} — {datetime.date.today()} — torch "
           f"{torch.__version__} — dtype {args.dtype}, N={args.N}, median of {args.repeat} "
-          f"after {args.warmup} warm-up")
+          f"after {args.warmup} warm-up{', forward + backward' if args.backward else ''}")
     if not gpu:
         print("CPU: timings use perf_counter. Triton is not timed unless --impls names it, and "
               "then it runs in the interpreter (TRITON_INTERPRET=1): such timings are NOT "

@@ -33,7 +33,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, i
         old = os.environ.get("TRITON_CACHE_DIR")
         os.environ["TRITON_CACHE_DIR"] = cache
         try:
-            rows = aot.compile_all(arch=90)
+            rows = aot.compile_all(arch=90, usage=True)
         finally:
             if old is None:
                 os.environ.pop("TRITON_CACHE_DIR", None)
@@ -42,7 +42,8 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, i
     else:
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         env["TRITON_CACHE_DIR"] = cache
-        proc = subprocess.run([sys.executable, "-m", "kernels.deltamem.aot", "--arch", "90"],
+        proc = subprocess.run([sys.executable, "-m", "kernels.deltamem.aot", "--arch", "90",
+                               "--usage"],
                               cwd=Path(__file__).resolve().parents[1], env=env,
                               capture_output=True, text=True, timeout=1200)
         assert proc.returncode == 0, proc.stderr[-4000:]
@@ -65,3 +66,6 @@ def test_compiles_for_sm90(compiled: dict, kernel: str, dtype: str, r: int) -> N
     assert "error" not in row, row.get("error")
     assert row["ptx_target"] in ("sm_90", "sm_90a"), row
     assert row["ptx_chars"] > 1000 and row["cubin_bytes"] > 1000, row
+    assert 0 < row["registers"] <= 255, row
+    # the state lives in registers: a spill here means launch_config needs more warps
+    assert row["spill_bytes"] == 0, row

@@ -149,6 +149,13 @@ def test_chunking_invariance(impl: str) -> None:
         assert rel_err(out_c, full) < 1e-5 and rel_err(s_c, s_full) < 1e-5
 
 
+@pytest.mark.parametrize("impl", ["reference", "recurrent"])
+def test_empty_sequence_passes_state_through(impl: str) -> None:
+    q, k, v, beta, s0 = make(2, 0, 3, 8)
+    out, s = dm.scan(q, k, v, beta, s0, impl=impl)
+    assert out.shape == (2, 0, 3, 8) and torch.equal(s, s0)
+
+
 def test_step_matches_scan() -> None:
     q, k, v, beta, s0 = make(2, 3, 4, 8, seed=8)
     out, s = dm.scan(q, k, v, beta, s0, impl="recurrent")
@@ -294,6 +301,9 @@ def test_interp_low_precision_inputs(ran_in_child: bool, dtype: torch.dtype) -> 
 def test_interp_chunking_invariance(ran_in_child: bool) -> None:
     if ran_in_child:
         return
+    q, k, v, beta, s0 = make(1, 0, 1, 8)
+    empty_out, s_same = dm.scan(q, k, v, beta, s0, impl="triton")
+    assert empty_out.shape == (1, 0, 1, 8) and torch.equal(s_same, s0)
     q, k, v, beta, s0 = make(1, 80, 1, 8, seed=13)
     full, s_full = dm.scan(q, k, v, beta, s0, impl="triton")
     first, s_mid = dm.scan(q[:, :70], k[:, :70], v[:, :70], beta[:, :70], s0, impl="triton")

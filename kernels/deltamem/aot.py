@@ -5,8 +5,9 @@ that they lower through TTIR → TTGIR → LLVM → PTX → cubin (layouts, regi
 unsupported ops). `triton.compile` with an explicit `GPUTarget` runs that whole pipeline on
 CPU using the ptxas that ships with Triton (triton/backends/nvidia/bin).
 
-Run `python -m kernels.deltamem.aot [--arch 90]`: prints one JSON line per
-(kernel, dtype, r) with the sizes of the PTX and cubin, or the error. Triton must be in compile
+Run `python -m kernels.deltamem.aot [--arch 90] [--usage]`: prints one JSON line per
+(kernel, dtype, r) with the sizes of the PTX and cubin (and, with --usage, registers and spill
+bytes from `ptxas -v`), or the error. Triton must be in compile
 mode (TRITON_INTERPRET unset when triton is first imported).
 """
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -51,7 +54,26 @@ SPECS = (
 )
 
 
-def compile_one(spec: Spec, dtype: str, r: int, arch: int = 90) -> dict[str, Any]:
+def ptxas_usage(ptx: str, arch: int) -> dict[str, int]:
+    """Registers and spill bytes per thread, from the ptxas Triton itself uses (`ptxas -v`)."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    target = re.search(r"^\.target\s+(\S+)", ptx, re.MULTILINE)
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as src:
+        src.write(ptx)
+        src.flush()
+        proc = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name={target.group(1)}",
+                               src.name, "-o", "/dev/null"], capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    regs = re.search(r"Used (\d+) registers", log)
+    spill = re.search(r"(\d+) bytes spill stores", log)
+    if proc.returncode or not regs:
+        raise RuntimeError(f"ptxas -v failed: {log[-500:]}")
+    return {"registers": int(regs.group(1)), "spill_bytes": int(spill.group(1)) if spill else 0}
+
+
+def compile_one(spec: Spec, dtype: str, r: int, arch: int = 90,
+                usage: bool = False) -> dict[str, Any]:
     """Compile one kernel variant; returns sizes of the PTX and cubin and the launch config."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -72,20 +94,21 @@ def compile_one(spec: Spec, dtype: str, r: int, arch: int = 90) -> dict[str, Any
                               options={"num_warps": warps, "enable_fp_fusion": True})
     ptx = compiled.asm.get("ptx", "")
     target = re.search(r"^\.target\s+(\S+)", ptx, re.MULTILINE)
-    return {"kernel": spec.name, "dtype": dtype, "r": r, "arch": arch, "num_warps": warps,
-            "ptx_target": target.group(1) if target else None, "ptx_chars": len(ptx),
-            "cubin_bytes": len(compiled.asm.get("cubin", b""))}
+    row = {"kernel": spec.name, "dtype": dtype, "r": r, "arch": arch, "num_warps": warps,
+           "ptx_target": target.group(1) if target else None, "ptx_chars": len(ptx),
+           "cubin_bytes": len(compiled.asm.get("cubin", b""))}
+    return {**row, **ptxas_usage(ptx, arch)} if usage else row
 
 
 def compile_all(arch: int = 90, dtypes: tuple[str, ...] = tuple(DTYPES),
-                rs: tuple[int, ...] = RS) -> list[dict[str, Any]]:
+                rs: tuple[int, ...] = RS, usage: bool = False) -> list[dict[str, Any]]:
     """Compile every (kernel, dtype, r); failures are recorded with their error, not raised."""
     results = []
     for spec in SPECS:
         for dtype in dtypes:
             for r in rs:
                 try:
-                    results.append(compile_one(spec, dtype, r, arch))
+                    results.append(compile_one(spec, dtype, r, arch, usage))
                 except Exception as exc:  # recorded per variant so one failure hides no other
                     results.append({"kernel": spec.name, "dtype": dtype, "r": r, "arch": arch,
                                     "error": f"{type(exc).__name__}: {exc}"})
@@ -97,8 +120,10 @@ def main() -> None:
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90")
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--r", nargs="+", type=int, default=list(RS))
+    parser.add_argument("--usage", action="store_true",
+                        help="also report registers and spill bytes per thread (ptxas -v)")
     args = parser.parse_args()
-    for row in compile_all(args.arch, tuple(args.dtypes), tuple(args.r)):
+    for row in compile_all(args.arch, tuple(args.dtypes), tuple(args.r), args.usage):
         print(json.dumps(row), flush=True)
 
 
