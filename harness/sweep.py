@@ -101,10 +101,14 @@ def progress_line(sweep_dir: Path, label: str, status: str, wall_s: float) -> st
     inv = os.environ.get(ENV_INVOCATION)
     if not inv:
         return None
-    done = len(collect(sweep_dir, inv, with_summary=False))
-    total = int(os.environ.get(ENV_TOTAL, "0")) or None
+    jobs = collect(sweep_dir, inv, with_summary=False)
+    done, total = len(jobs), int(os.environ.get(ENV_TOTAL, "0")) or None
     elapsed = time.time() - float(os.environ.get(ENV_T0, time.time()))
-    eta = "?" if not total else _hms(elapsed / max(done, 1) * max(total - done, 0))
+    ran = [j.get("wall_s") or 0.0 for j in jobs if j.get("status") != "skipped"]  # skips cost ~nothing
+    if total and done >= total:
+        eta = _hms(0)
+    else:
+        eta = "?" if not total or not ran else _hms(sum(ran) / len(ran) * (total - done))
     return f"[{done}/{total or '?'}] {status} {label} ({wall_s:.1f} s) · elapsed {_hms(elapsed)} · eta {eta}"
 
 

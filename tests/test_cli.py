@@ -74,3 +74,18 @@ def test_sweep_values_are_prechecked_too(tmp_path) -> None:
 def test_child_needs_exactly_one_run_folder(tmp_path, args) -> None:
     r = run_cli(args, tmp_path, module="harness.child")
     assert r.returncode == 64 and "usage: python -m harness.child <run_dir>" in r.stderr
+
+
+def test_progress_eta_counts_only_runs_that_ran(tmp_path, monkeypatch) -> None:
+    from harness import io
+
+    monkeypatch.setenv(sweep.ENV_INVOCATION, "inv1")
+    monkeypatch.setenv(sweep.ENV_TOTAL, "5")
+    monkeypatch.setenv(sweep.ENV_T0, "0")
+    for i, (status, wall) in enumerate([("skipped", 0.01), ("ok", 10.0), ("failed", 20.0)]):
+        io.write_json(tmp_path / f"r{i}" / "job.json", {"invocation": "inv1", "num": i, "status": status, "wall_s": wall})
+    io.write_json(tmp_path / "old" / "job.json", {"invocation": "other", "status": "ok", "wall_s": 1.0})
+    line = sweep.progress_line(tmp_path, "r2", "failed", 20.0)
+    assert line.startswith("[3/5] failed r2 (20.0 s)") and line.endswith("eta 0:00:30")  # 2 left × mean(10, 20)
+    monkeypatch.delenv(sweep.ENV_INVOCATION)
+    assert sweep.progress_line(tmp_path, "r2", "ok", 1.0) is None  # not in a sweep
