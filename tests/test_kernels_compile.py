@@ -52,10 +52,10 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, i
 
 
 def test_every_kernel_is_covered() -> None:
-    """A new kernel source in triton_scan/triton_step must get an AOT spec."""
-    from kernels.deltamem import triton_scan, triton_step
+    """A new kernel source in triton_scan must get an AOT spec."""
+    from kernels.deltamem import triton_scan
 
-    sources = {fn for mod in (triton_scan, triton_step) for name, fn in vars(mod).items()
+    sources = {fn for name, fn in vars(triton_scan).items()
                if name.startswith("deltamem_") and callable(fn)}
     assert sources == {spec.fn for spec in aot.SPECS}
 

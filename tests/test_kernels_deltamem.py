@@ -71,8 +71,8 @@ def grads(impl: str, q, k, v, beta, s0, seed: int = 1) -> list[torch.Tensor]:
     else:
         out, s = dm.scan(*leaves, impl=impl)
     g = torch.Generator().manual_seed(seed)
-    w_out = torch.randn(out.shape, generator=g).to(out.dtype)
-    w_s = torch.randn(s.shape, generator=g)
+    w_out = torch.randn(out.shape, generator=g).to(out.device, out.dtype)
+    w_s = torch.randn(s.shape, generator=g).to(s.device)
     loss = (out.float() * w_out.float()).sum() + (s * w_s).sum()
     return list(torch.autograd.grad(loss, leaves))
 
@@ -242,9 +242,9 @@ def test_mode_mismatch_is_a_clear_error() -> None:
     from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
 
-    from kernels.deltamem import triton_step
+    from kernels.deltamem import triton_scan
 
-    fn = triton_step.deltamem_step_kernel
+    fn = triton_scan.deltamem_step_kernel
     here = _jit.triton_import_mode() == "interpret"
     wrapper = _jit.kernel(fn, interpret=here)
     assert isinstance(wrapper, InterpretedFunction if here else JITFunction)

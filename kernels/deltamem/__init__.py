@@ -139,6 +139,6 @@ def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
     if needs_grad:
         raise ValueError("impl='triton' step has no backward; call it under torch.no_grad() "
                          "or use impl='reference' when gradients are needed")
-    from kernels.deltamem import triton_step
+    from kernels.deltamem import triton_scan
 
-    return triton_step.step(q, k, v, beta, state)
+    return triton_scan.step(q, k, v, beta, state)

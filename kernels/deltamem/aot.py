@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from kernels.deltamem import triton_scan, triton_step
+from kernels.deltamem import triton_scan
 from kernels.deltamem._jit import kernel, launch_config
 
 DTYPES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
@@ -49,7 +49,7 @@ SPECS = (
          ("Q", "K", "V", "Beta", "DOut", "DQ", "DK", "DV", "DBeta"),
          ("Ckpt", "DSFinal", "DS0", "Scratch"), ("T", "N", "R", "NCK"),
          (("HAS_DSF", True), ("CKPT_T", triton_scan.CKPT))),
-    Spec("step", triton_step.deltamem_step_kernel, ("Q", "K", "V", "Beta", "Read"),
+    Spec("step", triton_scan.deltamem_step_kernel, ("Q", "K", "V", "Beta", "Read"),
          ("SIn", "SOut"), ("R",)),
 )
 

@@ -1,4 +1,4 @@
-"""Triton prefill scan for δ-mem: forward, backward and the autograd wrapper.
+"""Triton kernels for δ-mem: prefill scan (forward, backward, autograd) and the decode step.
 
 Why token-serial: one δ-mem state is r×r (r ≤ 64, 8 by default), so one program per
 (batch, state head) keeps the whole fp32 state in registers and walks the tokens in order; the
@@ -14,6 +14,11 @@ checkpoint into a per-program scratch buffer and then runs the chunk in reverse:
     G ← λ G − (β du) kᵀ + dread qᵀ
 Tokens past T inside the last chunk are masked loads (q = k = v = β = 0), which leave both the
 state and the adjoint unchanged, so no scalar branches on T are needed.
+
+The decode step (T = 1) is its own kernel: in decode every layer advances its state by one
+token per generated token, which as PyTorch ops is ~8 small launches per layer per token and
+costs far more than the arithmetic for an 8×8 state; one launch loads the state, reads S q
+(before the write, as in prefill), forms λ = 1 − β and writes the new state back.
 """
 
 from __future__ import annotations
@@ -195,3 +200,37 @@ def scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
         return ScanFunction.apply(q, k, v, beta, state)
     out, s_final, _ = forward(q, k, v, beta, state, store_ckpt=False)
     return out, s_final
+
+
+def deltamem_step_kernel(Q, K, V, Beta, SIn, Read, SOut, R, BLOCK_R: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)  # b * N + n
+    rows = tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_R)
+    rmask = rows < R
+    cmask = cols < R
+    smask = rmask[:, None] & cmask[None, :]
+    soff = pid * R * R + rows[:, None] * R + cols[None, :]  # [BLOCK_R, BLOCK_R]
+    S = tl.load(SIn + soff, mask=smask, other=0.0).to(tl.float32)
+    q = tl.load(Q + pid * R + cols, mask=cmask, other=0.0).to(tl.float32)
+    k = tl.load(K + pid * R + cols, mask=cmask, other=0.0).to(tl.float32)
+    v = tl.load(V + pid * R + rows, mask=rmask, other=0.0).to(tl.float32)
+    beta = tl.load(Beta + pid * R + rows, mask=rmask, other=0.0).to(tl.float32)
+    read = tl.sum(S * q[None, :], axis=1)  # [BLOCK_R]
+    sk = tl.sum(S * k[None, :], axis=1)
+    S = S * (1.0 - beta)[:, None] + (beta * (v - sk))[:, None] * k[None, :]
+    tl.store(Read + pid * R + rows, read.to(Read.dtype.element_ty), mask=rmask)
+    tl.store(SOut + soff, S, mask=smask)
+
+
+def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+         state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q, k, v, beta: [B, N, r]; state: [B, N, r, r] fp32 -> read [B, N, r], new state."""
+    B, N, r = q.shape
+    block, warps = launch_config(r)
+    q, k, v, beta, state = (x.contiguous() for x in (q, k, v, beta, state))
+    read = empty(q.shape, q.dtype, q.device)  # [B, N, r]
+    new_state = empty(state.shape, torch.float32, q.device)  # [B, N, r, r]
+    kernel(deltamem_step_kernel)[(B * N,)](
+        q, k, v, beta, state, read, new_state, r,
+        BLOCK_R=block, num_warps=warps, enable_fp_fusion=True)
+    return read, new_state
