@@ -99,6 +99,8 @@ def run_case(B: int, T: int, N: int, r: int, dtype: torch.dtype, device: str, im
         q1, k1, v1, b1 = (x[:, 0] for x in (q, k, v, beta))
         for impl in ("reference",) + (("triton",) if "triton" in impls else ()):
             fns[f"step-{impl}"] = (lambda impl=impl: dm.step(q1, k1, v1, b1, state, impl=impl))
+    if device == "cpu":  # Triton on CPU can only be the interpreter: label it so
+        fns = {(f"{n} (interp)" if "triton" in n else n): f for n, f in fns.items()}
     nbytes = 5 * q.numel() * q.element_size() + 2 * state.numel() * 4
     rows = []
     for name, fn in fns.items():
@@ -113,13 +115,13 @@ def run_case(B: int, T: int, N: int, r: int, dtype: torch.dtype, device: str, im
 
 
 def render(rows: list[dict], peak: float | None, gpu: bool) -> str:
-    head = f"{'impl':<16}{'B':>3}{'T':>7}{'N':>3}{'r':>4}{'ms':>11}{'tokens/s':>13}{'vs loop':>9}"
+    head = f"{'impl':<22}{'B':>3}{'T':>7}{'N':>3}{'r':>4}{'ms':>11}{'tokens/s':>13}{'vs loop':>9}"
     head += f"{'GB/s':>9}{'%peak':>7}" if gpu else ""
     lines = [head, "-" * len(head)]
     loop = {(x["B"], x["T"], x["r"]): x["ms"] for x in rows
             if x["impl"].split("+")[0] == "recurrent" and "ms" in x}
     for x in rows:
-        key = f"{x['impl']:<16}{x['B']:>3}{x['T']:>7}{x['N']:>3}{x['r']:>4}"
+        key = f"{x['impl']:<22}{x['B']:>3}{x['T']:>7}{x['N']:>3}{x['r']:>4}"
         if "error" in x:
             lines.append(f"{key}  error: {x['error'][:80]}")
             continue
