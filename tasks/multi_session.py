@@ -126,7 +126,7 @@ class MultiSession(Task):
             fill = {"x": _split.invent(r, cfg.split, taken), "ver": f"{r.randint(1, 9)}.{r.randint(0, 20)}"}
             s = r.randrange(S)
             ev = plant(s, stmt.format(**fill))
-            questions["temporal"].append({"q": q.format(**fill), "answers": [dates[s]], "evidence": [st["header"].format(k=s + 1, date=dates[s]) + ev]})
+            questions["temporal"].append({"q": q.format(**fill), "answers": [dates[s]], "evidence": [st["header"].format(k=s + 1, date=dates[s]).strip(), ev]})
         for first, second, q in r.sample(CHAINS[cfg.split], cfg.num_chains):
             fill = {k: _split.invent(r, cfg.split, taken) for k in "abc"}
             s1, s2 = sorted(r.randrange(S) for _ in range(2))

@@ -115,6 +115,7 @@ def test_reference_scores_one_and_empty_scores_zero(i: int) -> None:
         assert task.score(s, s.answers[0]) == 1.0, s.id
         assert task.score(s, " " + s.answers[0] + "\nQuestion: something else") == 1.0, s.id
         assert task.score(s, "") == 0.0, s.id
+        assert all(e and e in s.context for e in s.evidence), s.id  # verbatim, for the oracle and retrieval recall
 
 
 @pytest.mark.parametrize(
