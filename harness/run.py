@@ -41,7 +41,7 @@ def build(cfg: DictConfig) -> tuple[ModelConfig, Any, Any, dict]:
     model_cfg = build_config(ModelConfig, _plain(cfg.model), "model")
     method_cfg = build_config(method_cls.Config, method_vals, "method")
     task_cfg = build_config(task_cls.Config, task_vals, "task")
-    run = {"warmup": 1, "repetitions": 1, "min_duration_s": 0.0, "limit": None, "max_new_tokens": None, "progress": True, "timeout_s": None}
+    run = {"warmup": 1, "repetitions": 1, "min_duration_s": 0.0, "limit": None, "max_new_tokens": None, "progress": True, "timeout_s": None, "ignore_eos": False}
     unknown = set(_plain(cfg.get("run"))) - set(run)
     if unknown:
         raise ConfigError(f"unknown field 'run.{sorted(unknown)[0]}'; valid fields: {', '.join(sorted(run))}")
@@ -129,6 +129,9 @@ def execute(cfg: DictConfig, out: Path) -> dict:
             t0 = time.perf_counter()
             lm = load(model_cfg)
             load_s = time.perf_counter() - t0
+        eos_ids = set(lm.eos_ids)
+        if run["ignore_eos"]:  # generate exactly max_new_tokens (efficiency presets)
+            lm.eos_ids = set()
         method = method_cls(method_cfg, lm)
         method_info = method.describe()
         load_info = {"load_s": load_s, **p_load.result, "weights_bytes": lm.weights_bytes + method.extra_bytes(), "dtype": str(lm.dtype).replace("torch.", ""), "device": str(lm.device)}
@@ -147,7 +150,7 @@ def execute(cfg: DictConfig, out: Path) -> dict:
             rep, t_rep = 0, time.perf_counter()
             while rep < run["repetitions"] or time.perf_counter() - t_rep < run["min_duration_s"]:
                 m, ids = measure_sample(method, lm, ctx, q, max_new, nvml)
-                text = lm.tokenizer.decode([i for i in ids if i not in lm.eos_ids], skip_special_tokens=True)
+                text = lm.tokenizer.decode([i for i in ids if i not in eos_ids], skip_special_tokens=True)
                 score = float(task.score(s, text))
                 rows.append({"id": s.id, "rep": rep, **s.slices, "slices": s.slices, "category": s.category, "prediction": text, "answers": s.answers, "score": score, **m})
                 if rep == 0:
