@@ -5,7 +5,8 @@ One optimizer step = ``accum`` episodes. An episode (methods/_deltamem/data.py) 
 segment (question + answer; writes off). The backbone's KV for the history is discarded, i.e. the
 state-only protocol: the read segment attends only to itself, at positions continuing after the
 history, and everything about the history must come through the state. Loss = cross-entropy on
-the answer tokens + ``beta_reg`` · mean over layers of (mean β − ``beta_target``)², where mean β is
+the answer tokens (``train.history_kv=true`` keeps the history's KV instead: the paper protocol)
++ ``beta_reg`` · mean over layers of (mean β − ``beta_target``)², where mean β is
 the true mean over the rows of the written tokens of the *write* segment (where β acts).
 
 Checkpoints (adapter in our safetensors format + optimizer/scheduler in ``trainer.pt``, read back
@@ -42,6 +43,7 @@ class TrainConfig:
     lengths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     beta_reg: float = 0.01
     beta_target: float = 0.05
+    history_kv: bool = False  # False: state-only (history KV discarded); True: paper protocol (history kept in KV)
     bf16: bool = False
     eval_every: int = 100
     eval_episodes: int = 24
@@ -90,12 +92,18 @@ def episode_loss(model: Any, ad: Any, tok: Any, ep: Any, tc: TrainConfig) -> dic
     ad.reset()
     ad.io.beta, ad.io.collect_beta, ad.default_write = {}, True, True
     ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if tc.bf16 else torch.autocast(dev.type, enabled=False)
+    cache = None
+    if tc.history_kv:  # paper protocol: the read segment also attends to the history's KV
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=model.config)
     with ctx:
-        model(input_ids=torch.tensor([w], device=dev), use_cache=False, logits_to_keep=1)  # writes only
+        model(input_ids=torch.tensor([w], device=dev), cache=cache, use_cache=cache is not None, logits_to_keep=1)  # writes
         ad.io.collect_beta, ad.default_write = False, False
         x = torch.tensor([r + a], device=dev)
         pos = torch.arange(len(w), len(w) + x.shape[1], device=dev)[None]  # positions continue after the history
-        logits = model(input_ids=x, position_ids=pos, use_cache=False, logits_to_keep=len(a) + 1).logits[0, :-1].float()  # [A, V]
+        logits = model(input_ids=x, position_ids=pos, cache=cache, use_cache=cache is not None,
+                       logits_to_keep=len(a) + 1).logits[0, :-1].float()  # [A, V]
     target = torch.tensor(a, device=dev)
     ce = F.cross_entropy(logits, target)
     betas = [s / c for s, c in ad.io.beta.values() if int(c) > 0]
@@ -219,7 +227,8 @@ def _loop(model: Any, tok: Any, ad: Any, tc: TrainConfig, saved: Any, state: dic
         "command": command, "data": describe(), "train_config": asdict(tc), "steps": state["step"],
         "wall_minutes": round(state["wall_s"] / 60, 1), "final_train_ce_mean_last50": sum(last) / max(len(last), 1),
         "heldout_untrained": state["untrained"], "heldout_trained": heldout,
-        "protocol": "state-only (history KV discarded), write segment [BOS]+history, read segment question+answer",
+        "protocol": ("context + state (history kept in KV)" if tc.history_kv else "state-only (history KV discarded)")
+        + "; write segment [BOS]+history, read segment question+answer",
     }
     out = Path(tc.out) if tc.out else Path("adapters") / f"{model_name}_deltamem"
     files.save(model, out, extra={"training": record})

@@ -95,7 +95,8 @@ class DeltaMem(Method):
                     raise ConfigError(f"invalid value for 'method.adapter': {path} has {f}={getattr(got, f)!r} but the method "
                                       f"config asks for {getattr(want, f)!r}; set method.rank/write_mode/num_states/heads to match")
             else:
-                return ad, f"trained adapter {path}"
+                proto = ad.info.get("training", {}).get("protocol", "")
+                return ad, f"trained adapter {path}" + (f" (trained {proto.split(';')[0]})" if proto else "")
         note = f"fresh init (untrained): no trained adapter for model '{lm.cfg.name}' with this config"
         if cfg.adapter is None:
             note = "fresh init (untrained): method.adapter=null"

@@ -119,6 +119,7 @@ def test_train_two_steps_and_resume(tmp_path):
     lm = tiny_lm("llama")
     tc = TrainConfig(steps=2, lengths=[24, 48], eval_every=2, eval_episodes=1, eval_length=32, ckpt_every=1,
                      ckpt_dir=str(tmp_path / "ck"), out=str(tmp_path / "out"), progress=False, max_minutes=0.0)
+    tc.history_kv = True  # the paper-protocol variant runs too
     first = train(lm, DeltaMemConfig(adapter=None), tc)  # stops after one step (time budget), checkpointed
     assert first == {"finished": False, "step": 1}
     tc.max_minutes = None
