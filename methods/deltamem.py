@@ -203,7 +203,7 @@ class DeltaMem(Method):
         c = self.cfg
         protocol = "context + state (paper)" if c.window is None else f"state-only: KV window {c.window}" + (f" + {c.sinks} sinks" if c.sinks else "")
         d = {**super().describe(), "protocol": protocol, "write_mode": c.write_mode, "rank": self.ad.spec.rank,
-             "num_states": self.ad.spec.num_states, "heads": list(self.ad.spec.heads), "adapter": self.note,
+             "num_states": self.ad.spec.num_states, "alpha": self.ad.spec.alpha, "heads": list(self.ad.spec.heads), "adapter": self.note,
              "write_during_decode": c.write_during_decode}
         if c.write_mode == "ssw":
             d["ssw_fallback"] = c.ssw_fallback
