@@ -16,14 +16,18 @@ from tasks import haystack
 from tasks._grid import GridConfig
 from tasks.base import Sample, Task, contains_any
 
+# (needle, question, answer prefix, objects): each template has its own plausible objects, so the
+# fact reads naturally and the model is not pushed towards prior knowledge by an odd pairing.
 TEMPLATES = [
-    ("The secret ingredient in {name}'s soup is {obj}.", "What is the secret ingredient in {name}'s soup?", "The secret ingredient in {name}'s soup is"),
-    ("The best thing to do in {place} is to visit the {obj}.", "What is the best thing to do in {place}?", "The best thing to do in {place} is to visit the"),
-    ("{name}'s favourite childhood toy was a {obj}.", "What was {name}'s favourite childhood toy?", "{name}'s favourite childhood toy was a"),
+    ("The secret ingredient in {name}'s soup is {obj}.", "What is the secret ingredient in {name}'s soup?",
+     "The secret ingredient in {name}'s soup is", ["saffron", "cardamom", "ginger", "nutmeg", "tamarind", "fennel"]),
+    ("The best thing to do in {place} is to visit the {obj}.", "What is the best thing to do in {place}?",
+     "The best thing to do in {place} is to visit the", ["lighthouse", "observatory", "aquarium", "botanical garden", "old harbour", "clock tower"]),
+    ("{name}'s favourite childhood toy was a {obj}.", "What was {name}'s favourite childhood toy?",
+     "{name}'s favourite childhood toy was a", ["kite", "tambourine", "spinning top", "rocking horse", "yo-yo", "wooden train"]),
 ]
 NAMES = ["Mara", "Tobias", "Ingrid", "Kofi", "Lucia", "Ravi", "Odile", "Bram", "Yuki", "Selim", "Noor", "Elspeth"]
 PLACES = ["Port Avalon", "Lake Sorrel", "New Brixham", "Eastvale", "Kirrin Bay", "Mount Tallow"]
-OBJECTS = ["saffron", "lighthouse", "tambourine", "walnut", "observatory", "kite", "ginger", "telescope", "harp", "glacier", "lantern", "cardamom"]
 
 
 @dataclass
@@ -38,9 +42,9 @@ class Needle(Task):
     def samples(self, tokenizer: Any, seed: int) -> list[Sample]:
         out = []
         for n, depth, i in self.cfg.cells():
-            rng = random.Random(f"needle/{seed}/{n}/{depth}/{i}")
-            needle_t, q_t, prefix_t = rng.choice(TEMPLATES)
-            fill = {"name": rng.choice(NAMES), "place": rng.choice(PLACES), "obj": rng.choice(OBJECTS)}
+            rng = random.Random(f"needle/{seed}/{n}/{depth:g}/{i}")
+            needle_t, q_t, prefix_t, objects = rng.choice(TEMPLATES)
+            fill = {"name": rng.choice(NAMES), "place": rng.choice(PLACES), "obj": rng.choice(objects)}
             needle = needle_t.format(**fill)
             built = haystack.build(tokenizer, self.cfg.haystack, n, [(depth / 100, needle)], rng)
             out.append(

@@ -34,7 +34,7 @@ class Passkey(Task):
     def samples(self, tokenizer: Any, seed: int) -> list[Sample]:
         out = []
         for n, depth, i in self.cfg.cells():
-            rng = random.Random(f"passkey/{seed}/{n}/{depth}/{i}")
+            rng = random.Random(f"passkey/{seed}/{n}/{depth:g}/{i}")
             key = str(rng.randrange(10 ** (self.cfg.digits - 1), 10**self.cfg.digits))
             needle = f"The pass key is {key}. Remember it. {key} is the pass key."
             built = haystack.build(tokenizer, self.cfg.haystack, n, [(depth / 100, needle)], rng, head=INTRO)
