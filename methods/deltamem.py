@@ -37,7 +37,9 @@ __all__ = ["DeltaMem", "DeltaMemConfig", "attach", "detach", "reset_state", "rea
 
 WRITE_MODES = ("tsw", "ssw", "msw")
 SHIPPED = Path(__file__).resolve().parents[1] / "adapters"
-SHIPPED_FOR = {"gemma3_270m": SHIPPED / "gemma3_270m_deltamem"}
+# model -> protocol -> adapter; each trained under the protocol it is used for (a state-only adapter
+# hurts the paper protocol: see methods/_deltamem/README.md)
+SHIPPED_FOR = {"gemma3_270m": {"state_only": SHIPPED / "gemma3_270m_deltamem", "paper": SHIPPED / "gemma3_270m_deltamem_paper"}}
 
 
 @dataclass
@@ -52,7 +54,7 @@ class DeltaMemConfig(MethodConfig):
     write_during_decode: bool = True
     write_question: bool = False  # the read segment is not written, as in training
     heads: list[str] = field(default_factory=lambda: ["q", "o"])
-    adapter: str | None = "auto"  # auto: the shipped adapter for this model if any, else fresh init; null: fresh; or a folder
+    adapter: str | None = "auto"  # auto: the shipped adapter for this model and protocol if any, else fresh init; null: fresh; or a folder
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -83,7 +85,8 @@ class DeltaMem(Method):
 
     def _adapter(self, cfg: DeltaMemConfig, lm: Any) -> tuple[Any, str]:
         want = cfg.spec()
-        path = SHIPPED_FOR.get(lm.cfg.name) if cfg.adapter == "auto" else cfg.adapter
+        protocol = "paper" if cfg.window is None else "state_only"
+        path = SHIPPED_FOR.get(lm.cfg.name, {}).get(protocol) if cfg.adapter == "auto" else cfg.adapter
         if path is not None and (cfg.adapter != "auto" or Path(path).exists()):
             ad = load_adapter(lm.model, path)
             got = ad.spec

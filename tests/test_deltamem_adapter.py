@@ -136,9 +136,11 @@ def test_method_uses_the_shipped_adapter_for_its_model(tmp_path, monkeypatch, at
     attached(lm.model)
     save(lm.model, tmp_path / "shipped", extra={"training": {"steps": 7}})
     detach(lm.model)
-    monkeypatch.setitem(dm.SHIPPED_FOR, "tiny_random", tmp_path / "shipped")
+    monkeypatch.setitem(dm.SHIPPED_FOR, "tiny_random", {"state_only": tmp_path / "shipped"})
     meth = dm.DeltaMem(dm.DeltaMemConfig(), lm)  # adapter: auto
     assert "trained adapter" in meth.describe()["adapter"] and meth.ad.info["training"] == {"steps": 7}
+    paper = dm.DeltaMem(dm.DeltaMemConfig(window=None), lm)  # no adapter shipped for this protocol: fresh, reported
+    assert "fresh init" in paper.describe()["adapter"]
     msw = dm.DeltaMem(dm.DeltaMemConfig(write_mode="msw"), lm)  # the shipped one is TSW: fresh init, reported
     assert "fresh init" in msw.describe()["adapter"] and msw.ad.spec.num_states == 4
 
