@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import time
 
 import numpy as np
@@ -21,13 +22,16 @@ def test_clock_times_sleep() -> None:
 
 
 def test_rss_tracker_sees_a_known_allocation() -> None:
+    # A fresh anonymous mapping, every page written: new resident memory that the allocator cannot
+    # satisfy from memory it freed earlier in the process (which would not raise RSS).
     size = 400 * 2**20
     with Phase(torch.device("cpu")) as base:
         time.sleep(0.05)
     with Phase(torch.device("cpu")) as p:
-        buf = np.ones(size, dtype=np.uint8)  # touched, so resident
+        buf = mmap.mmap(-1, size)
+        np.frombuffer(buf, dtype=np.uint8)[::4096] = 1
         time.sleep(0.05)
-        del buf
+        buf.close()
     grown = p.result["host_peak_rss_bytes"] - base.result["host_peak_rss_bytes"]
     assert grown >= 0.9 * size
 
