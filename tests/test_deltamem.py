@@ -7,37 +7,9 @@ import pytest
 import torch
 from conftest import FAMILIES, tiny_lm
 
-import kernels.deltamem as K
 from harness.registry import ConfigError
 from methods._deltamem import attach, detach, queue_ids, read_state, reset_state, set_default_write
 from methods._deltamem.layer import Io, MemoryLayer, Spec
-
-
-def _loop_scan(q, k, v, beta, state=None, impl="auto"):
-    """Per-token loop, used only while the kernels.deltamem dispatcher is not importable."""
-    B, T, N, r = q.shape
-    S = torch.zeros(B, N, r, r, dtype=torch.float32) if state is None else state.float()
-    reads = []
-    for t in range(T):
-        rd, S = _loop_step(q[:, t], k[:, t], v[:, t], beta[:, t], S)
-        reads.append(rd)
-    return torch.stack(reads, 1), S
-
-
-def _loop_step(q, k, v, beta, state, impl="auto"):
-    S = state.float()
-    read = torch.einsum("bnij,bnj->bni", S, q.float())
-    sk = torch.einsum("bnij,bnj->bni", S, k.float())
-    S = (1 - beta.float())[..., None] * S + (beta.float() * (v.float() - sk))[..., None] * k.float()[..., None, :]
-    return read, S
-
-
-@pytest.fixture(autouse=True)
-def kernels_ready(monkeypatch):
-    if not hasattr(K, "scan"):
-        monkeypatch.setattr(K, "scan", _loop_scan, raising=False)
-        monkeypatch.setattr(K, "step", _loop_step, raising=False)
-    yield
 
 
 @pytest.fixture
