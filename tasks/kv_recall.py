@@ -49,7 +49,7 @@ class KvRecallConfig(TaskConfig):
     num_facts: Any = field(default_factory=lambda: [8, 32, 64])  # an int or a list (the sweep)
     num_queries: int = 4  # questions per episode (at most num_facts)
     samples_per_cell: int = 1  # episodes per value of num_facts
-    value_digits: int = 4
+    value_digits: int = 6  # 4-digit values read as years to a small model (it answers "1980")
     layout: str = "spread"  # spread | block
     haystack: str = "noise"  # noise | prose
     split: str = "eval"

@@ -271,7 +271,7 @@ def test_kv_recall_sweeps_num_facts_and_shares_each_episode_context() -> None:
     for n in (4, 16):
         group = [s for s in samples if s.slices["num_facts"] == n]
         assert len(group) == 4 and len({s.context for s in group}) == 1 and len({s.meta["episode"] for s in group}) == 1
-        assert len(re.findall(r"\b[a-z]+: \d{4}\.", group[0].context)) == n
+        assert len(re.findall(r"\b[a-z]+: \d{6}\.", group[0].context)) == n
         for s in group:
             key = s.answer_prefix[:-1]
             assert re.search(rf"\b{key}: {s.answers[0]}\.", s.context)
