@@ -280,3 +280,16 @@ def test_real_tiny_sweep_renders(tmp_path: Path) -> None:
     assert f"{state:.3g} MiB" in index or f"{state:.2f} MiB" in index
     for fig in ("heatmap", "accuracy_vs_length", "state_vs_length", "ttft_vs_length", "pareto", "itl"):
         assert (tmp_path / "site" / "figures" / "needle" / f"{fig}.svg").is_file()
+
+
+def test_runs_sharing_method_task_model_are_named_by_their_differing_settings(tmp_path: Path) -> None:
+    from harness.reporting.runs import load_runs
+
+    for n in (4, 16):
+        folder = write_run(tmp_path / f"r{n}", "full_kv", "kv_recall", "m", grid_rows(1.0, 100))
+        s = io.read_json(folder / "summary.json")
+        s["task_config"] = {"num_facts": [n], "context_length": 2048}
+        io.write_json(folder / "summary.json", s)
+    write_run(tmp_path / "other", "window", "kv_recall", "m", grid_rows(0.0, 50))
+    ids = sorted(r.id for r in load_runs([tmp_path]))
+    assert ids == ["full_kv__kv_recall__m__num_facts-16", "full_kv__kv_recall__m__num_facts-4", "window__kv_recall__m"]

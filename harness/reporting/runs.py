@@ -201,14 +201,37 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
 
 
+def _settings(r: Run) -> dict[str, str]:
+    """The run's method and task settings plus seed, flattened to strings (for telling runs apart)."""
+    def text(v: Any) -> str:
+        return "+".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+    out = {k: text(v) for part in ("method_config", "task_config") for k, v in (r.summary.get(part) or {}).items()}
+    out["seed"] = str(r.summary.get("seed"))
+    return out
+
+
 def load_runs(paths: Sequence[Path | str], exclude: Path | None = None) -> list[Run]:
-    """Discover and read every run, ordered by (task, method, model, folder), with unique ids."""
+    """Discover and read every run, ordered by (task, method, model, folder), with unique ids.
+
+    Runs that share method, task and model are named by the settings that differ between them
+    (e.g. ``full_kv__kv_recall__gemma3_270m__num_facts-16``), falling back to a counter."""
     runs = [load_run(p) for p in discover(paths, exclude)]
     runs.sort(key=lambda r: (r.task, r.method, r.model, str(r.path)))
-    seen: dict[str, int] = defaultdict(int)
+    groups: dict[str, list[Run]] = defaultdict(list)
     for r in runs:
-        base = slug(f"{r.method}__{r.task}__{r.model}")
-        seen[base] += 1
-        r.id = base if seen[base] == 1 else f"{base}-{seen[base]}"
+        groups[slug(f"{r.method}__{r.task}__{r.model}")].append(r)
+    taken: set[str] = set()
+    for base, members in groups.items():
+        settings = [_settings(r) for r in members]
+        keys = sorted({k for st in settings for k in st if len({st2.get(k) for st2 in settings}) > 1})
+        for r, st in zip(members, settings):
+            rid = base if len(members) == 1 or not keys else slug(base + "__" + "_".join(f"{k}-{st.get(k)}" for k in keys))[:120]
+            n, unique = 1, rid
+            while unique in taken:
+                n += 1
+                unique = f"{rid}-{n}"
+            taken.add(unique)
+            r.id = unique
     return runs
 
