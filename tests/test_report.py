@@ -286,10 +286,10 @@ def test_runs_sharing_method_task_model_are_named_by_their_differing_settings(tm
     from harness.reporting.runs import load_runs
 
     for n in (4, 16):
-        folder = write_run(tmp_path / f"r{n}", "full_kv", "kv_recall", "m", grid_rows(1.0, 100))
+        folder = write_run(tmp_path / f"r{n}", "full_kv", "kv_recall", "m", grid_rows(lambda n, d: 1.0, lambda n: 100))
         s = io.read_json(folder / "summary.json")
         s["task_config"] = {"num_facts": [n], "context_length": 2048}
         io.write_json(folder / "summary.json", s)
-    write_run(tmp_path / "other", "window", "kv_recall", "m", grid_rows(0.0, 50))
+    write_run(tmp_path / "other", "window", "kv_recall", "m", grid_rows(lambda n, d: 0.0, lambda n: 50))
     ids = sorted(r.id for r in load_runs([tmp_path]))
     assert ids == ["full_kv__kv_recall__m__num_facts-16", "full_kv__kv_recall__m__num_facts-4", "window__kv_recall__m"]
