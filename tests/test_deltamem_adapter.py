@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from conftest import tiny_lm
-from test_deltamem import _ids, attached, kernels_ready  # noqa: F401  (fixtures)
+from test_deltamem import _ids, attached  # noqa: F401  (fixtures)
 
 from harness.registry import ConfigError
 from methods._deltamem import attach, detach, read_state, reset_state
