@@ -54,6 +54,7 @@ class DeltaMemConfig(MethodConfig):
     write_during_decode: bool = True
     write_question: bool = False  # the read segment is not written, as in training
     heads: list[str] = field(default_factory=lambda: ["q", "o"])
+    kernel: str = "auto"  # kernels.deltamem implementation: auto (Triton on CUDA, PyTorch reference otherwise) | reference | triton
     adapter: str | None = "auto"  # auto: the shipped adapter for this model and protocol if any, else fresh init; null: fresh; or a folder
 
     def __post_init__(self) -> None:
@@ -65,6 +66,7 @@ class DeltaMemConfig(MethodConfig):
         check(self.ssw_fallback in (None, "tsw"), "method.ssw_fallback", "null or tsw", self.ssw_fallback)
         check(self.window is None or (isinstance(self.window, int) and self.window > 0), "method.window", "null or a positive integer", self.window)
         check(isinstance(self.sinks, int) and self.sinks >= 0, "method.sinks", "an integer >= 0", self.sinks)
+        check(self.kernel in ("auto", "reference", "triton"), "method.kernel", "one of auto, reference, triton", self.kernel)
         check(set(self.heads) <= {"q", "k", "v", "o"} and len(self.heads) > 0, "method.heads", "a non-empty subset of [q, k, v, o]", self.heads)
 
     def spec(self) -> Spec:
@@ -79,6 +81,7 @@ class DeltaMem(Method):
     def __init__(self, cfg: DeltaMemConfig, lm: Any) -> None:
         super().__init__(cfg, lm)
         self.ad, self.note = self._adapter(cfg, lm)
+        self.ad.impl = cfg.kernel
         detach(lm.model)  # hooks are installed only while this method ingests or answers
         self.cache: Any = None
         self._peak = self._attended = self._fallbacks = 0
@@ -116,6 +119,12 @@ class DeltaMem(Method):
             detach(self.lm.model)
 
     def validate(self, context_tokens: int) -> None:
+        if self.cfg.kernel == "triton" and not next(self.lm.model.parameters()).is_cuda:
+            from kernels.deltamem._jit import interpreting
+
+            if not interpreting():
+                raise ConfigError("invalid value for 'method.kernel': triton needs the model on a CUDA device (or "
+                                  "TRITON_INTERPRET=1 for the slow CPU interpreter); use method.kernel=auto or reference")
         if self.cfg.window is not None and self.cfg.window + self.cfg.sinks >= context_tokens:
             raise ConfigError(
                 f"invalid value for 'method.window': {self.cfg.window} (+ sinks {self.cfg.sinks}) is not smaller than the context "
@@ -202,12 +211,19 @@ class DeltaMem(Method):
     def extra_bytes(self) -> int:
         return storage_bytes(self.ad.parameters())
 
+    def _kernel(self) -> str:
+        """The scan/step implementation that runs: 'auto' resolved for this model's device."""
+        if self.cfg.kernel != "auto":
+            return self.cfg.kernel
+        cuda = next(self.lm.model.parameters()).is_cuda
+        return "triton (auto: CUDA)" if cuda else "reference (auto: no CUDA)"
+
     def describe(self) -> dict[str, Any]:
         c = self.cfg
         protocol = "context + state (paper)" if c.window is None else f"state-only: KV window {c.window}" + (f" + {c.sinks} sinks" if c.sinks else "")
         d = {**super().describe(), "protocol": protocol, "write_mode": c.write_mode, "rank": self.ad.spec.rank,
              "num_states": self.ad.spec.num_states, "alpha": self.ad.spec.alpha, "heads": list(self.ad.spec.heads), "adapter": self.note,
-             "write_during_decode": c.write_during_decode}
+             "write_during_decode": c.write_during_decode, "kernel": self._kernel()}
         if c.write_mode == "ssw":
             d["ssw_fallback"] = c.ssw_fallback
             d["ssw_fallback_samples"] = self._fallbacks  # samples that ran as TSW because they had < 2 messages

@@ -201,6 +201,17 @@ def test_method_contract(tiny):
     assert meth.describe()["protocol"].startswith("state-only")
     with pytest.raises(ConfigError, match="method.window"):
         meth.validate(50)
+    assert meth.describe()["kernel"] == "reference (auto: no CUDA)"
+
+
+def test_kernel_setting(tiny, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ConfigError, match="method.kernel"):
+        _method(tiny, window=64, kernel="triton").validate(201)
+    with pytest.raises(ConfigError, match="method.kernel"):
+        _method(tiny, window=64, kernel="cuda")
+    meth = _method(tiny, window=64, kernel="reference")
+    assert meth.ad.impl == "reference" and meth.describe()["kernel"] == "reference"
 
 
 def test_state_bytes_constant_while_full_kv_grows():

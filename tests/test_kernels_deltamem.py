@@ -196,6 +196,74 @@ def test_validation_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         dm.scan(q, k, v, beta, impl="triton")
 
 
+# ---------------------------------------------------------------- fused decode step
+def make_fused(B: int, N: int, r: int, d: int, dtype: torch.dtype = torch.float32, seed: int = 0,
+               small: bool = True) -> tuple[torch.Tensor, ...]:
+    """x [B, d]; stacked weight [4·N·r, d]; bias [N·r]; state [B, N, r, r]. With small=True the
+    q projection is tiny, so tanh's series branch (|z| < 1/8) is exercised too."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, d, generator=g).to(dtype)
+    w = torch.randn(4 * N * r, d, generator=g) / d ** 0.5
+    if small:
+        w[: N * r] *= 0.02
+    bias = torch.randn(N * r, generator=g) - 1.5
+    s0 = 0.5 * torch.randn(B, N, r, r, generator=g)
+    return x, w, bias, s0
+
+
+def test_fused_step_reference_is_projection_gates_and_step() -> None:
+    """The fused reference equals the layer's own math: tanh + L2 on q and k, sigmoid(β + b)."""
+    B, N, r, d = 3, 2, 8, 40
+    x, w, bias, s0 = make_fused(B, N, r, d)
+    read, s1 = dm.fused_step(x, w, bias, s0, impl="reference")
+    z = x @ w.t()
+    zq, zk, zv, zb = (c.reshape(B, N, r) for c in z.split(N * r, dim=1))
+    q = torch.tanh(zq) / torch.tanh(zq).norm(dim=-1, keepdim=True)
+    k = torch.tanh(zk) / torch.tanh(zk).norm(dim=-1, keepdim=True)
+    beta = torch.sigmoid(zb + bias.reshape(N, r))
+    want_read = torch.einsum("bnij,bnj->bni", s0, q)
+    sk = torch.einsum("bnij,bnj->bni", s0, k)
+    want_s = (1 - beta)[..., None] * s0 + (beta * (zv - sk))[..., None] * k[..., None, :]
+    assert rel_err(read, want_read) < 1e-6 and rel_err(s1, want_s) < 1e-6
+    assert read.dtype == torch.float32 and read.shape == (B, N, r)
+
+
+def test_fused_step_masks_hold_and_zero() -> None:
+    x, w, bias, s0 = make_fused(3, 1, 8, 24, seed=1)
+    write = torch.tensor([True, False, True])
+    valid = torch.tensor([True, True, False])
+    read, s1 = dm.fused_step(x, w, bias, s0, write, valid, impl="reference")
+    assert torch.equal(s1[1], s0[1])  # not written: held exactly
+    assert not torch.allclose(s1[0], s0[0])
+    assert torch.equal(read[2], torch.zeros_like(read[2]))  # padding reads zero
+    full, _ = dm.fused_step(x, w, bias, s0, impl="reference")
+    assert torch.equal(read[:2], full[:2])
+
+
+def test_fused_step_gradcheck_double() -> None:
+    x, w, bias, s0 = (t.double() for t in make_fused(2, 2, 3, 5, seed=2, small=False))
+    leaves = [t.requires_grad_() for t in (x, w, bias, s0)]
+    assert torch.autograd.gradcheck(
+        lambda *a: dm.fused_step(*a, impl="reference"), leaves, eps=1e-6, atol=1e-6)
+
+
+def test_fused_step_validation_errors() -> None:
+    x, w, bias, s0 = make_fused(2, 1, 8, 16)
+    cases = [((x[0], w, bias, s0), {}, "x must be \\[B, d\\]"),
+             ((x, w[:-1], bias, s0), {}, "weight must be \\[4·N·r, d\\]"),
+             ((x, w.half(), bias, s0), {}, "weight dtype must be torch.float32"),
+             ((x, w, bias[:-1], s0), {}, "bias must be \\[N·r\\]"),
+             ((x, w, bias, s0[:, :, :4]), {}, "state must be \\[B, N, r, r\\]"),
+             ((x, w, bias, s0), {"write": torch.ones(2)}, "write must be a bool tensor"),
+             ((x, w, bias, s0), {"valid": torch.ones(3, dtype=torch.bool)}, "valid must be a bool"),
+             ((x, w, bias, s0), {"project": "gemv"}, "project must be one of"),
+             ((x, w, bias, s0), {"impl": "recurrent"}, "impl must be one of")]
+    for args, kw, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            dm.fused_step(*args, **kw)
+    assert dm.fused_step(x, w, bias, s0)[0].shape == (2, 1, 8)  # auto on CPU: the reference
+
+
 # ---------------------------------------------------------------- Triton under the interpreter
 def _interpreting_here() -> bool:
     return _jit.interpreting() and _jit.triton_import_mode() == "interpret"
@@ -327,6 +395,83 @@ def test_interp_step_matches_reference(ran_in_child: bool, r: int, dtype: torch.
         dm.step(*(x.clone().requires_grad_() for x in args), impl="triton")
 
 
+FUSED_CASES = [(2, 1, 8, 300, torch.float32, "kernel"), (3, 4, 8, 640, torch.bfloat16, "kernel"),
+               (1, 1, 64, 130, torch.float32, "kernel"), (2, 2, 12, 50, torch.float16, "matmul"),
+               (3, 1, 32, 70, torch.float32, "matmul")]
+
+
+@pytest.mark.parametrize("B,N,r,d,dtype,project", FUSED_CASES)
+def test_interp_fused_step_matches_reference(ran_in_child: bool, B: int, N: int, r: int, d: int,
+                                             dtype: torch.dtype, project: str) -> None:
+    """Projection (in-kernel or matmul), gate math, masks, read and write vs the reference."""
+    if ran_in_child:
+        return
+    x, w, bias, s0 = make_fused(B, N, r, d, dtype, seed=16)
+    masks = [(None, None), (torch.arange(B) % 2 == 0, torch.arange(B) != B - 1)]
+    for write, valid in masks:
+        got = dm.fused_step(x, w, bias, s0, write, valid, impl="triton", project=project)
+        want = dm.fused_step(x, w, bias, s0, write, valid, impl="reference")
+        for a, b in zip(got, want):
+            assert a.dtype == torch.float32 and rel_err(a, b) < 1e-5
+        if write is not None and B > 1:
+            assert torch.equal(got[1][1], s0[1])  # not written: held bit for bit
+        if valid is not None:
+            assert torch.equal(got[0][B - 1], torch.zeros(N, r))
+
+
+def test_interp_decode_is_one_launch_per_layer(ran_in_child: bool,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """δ-mem on a tiny Qwen3 with kernel=triton: a decode token launches exactly one Triton
+    kernel per memory layer (the fused step), and the logits match the reference path."""
+    if ran_in_child:
+        return
+    from conftest import tiny_lm
+    from transformers import DynamicCache
+
+    from kernels.deltamem import triton_scan
+    from methods._deltamem import attach, detach
+
+    launches: list[str] = []
+    real = triton_scan.kernel
+
+    class Counting:
+        def __init__(self, fn, k):
+            self.fn, self.k = fn, k
+
+        def __getitem__(self, grid):
+            launch = self.k[grid]
+
+            def run(*args, **kwargs):
+                launches.append(self.fn.__name__)
+                return launch(*args, **kwargs)
+            return run
+
+    monkeypatch.setattr(triton_scan, "kernel", lambda fn, interpret=None: Counting(fn, real(fn, interpret)))
+    m = tiny_lm("qwen3").model
+    x = torch.randint(3, 250, (1, 12), generator=torch.Generator().manual_seed(0))
+    logits = {}
+    try:
+        for impl in ("reference", "triton"):
+            ad = attach(m, rank=8)
+            ad.impl = impl
+            cache = DynamicCache(config=m.config)
+            with torch.no_grad():
+                m(input_ids=x[:, :9], cache=cache, use_cache=True)
+                launches.clear()
+                steps = [m(input_ids=x[:, t:t + 1], cache=cache, use_cache=True).logits
+                         for t in range(9, 12)]
+            logits[impl] = torch.cat(steps, 1)
+            if impl == "triton":
+                assert launches == ["deltamem_fused_step_kernel"] * (3 * len(ad.layers))
+            else:
+                assert launches == []
+            detach(m)
+    finally:
+        if "_delta_mem" in m.__dict__:
+            detach(m)
+    assert rel_err(logits["triton"], logits["reference"]) < 1e-5
+
+
 # ---------------------------------------------------------------- real GPU (skipped on CPU)
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -344,3 +489,16 @@ def test_triton_cuda_matches_reference(dtype: torch.dtype) -> None:
     read_t, st_t = dm.step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], s0, impl="triton")
     read_r, st_r = dm.step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], s0, impl="reference")
     assert rel_err(st_t, st_r) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("project", ["kernel", "matmul"])
+def test_fused_step_cuda_matches_reference(project: str) -> None:
+    x, w, bias, s0 = (t.cuda() for t in make_fused(4, 4, 8, 2560, torch.bfloat16, seed=17))
+    write = torch.tensor([True, False, True, True], device="cuda")
+    got = dm.fused_step(x, w, bias, s0, write, impl="triton", project=project)
+    want = dm.fused_step(x, w, bias, s0, write, impl="reference")
+    for a, b in zip(got, want):
+        assert rel_err(a, b) < 1e-4
+    assert torch.equal(got[1][1], s0[1])

@@ -22,10 +22,11 @@ import torch
 
 from kernels.deltamem import reference
 
-__all__ = ["scan", "step", "IMPLS", "STEP_IMPLS", "MAX_TRITON_R"]
+__all__ = ["scan", "step", "fused_step", "IMPLS", "STEP_IMPLS", "PROJECTS", "MAX_TRITON_R"]
 
 IMPLS = ("auto", "reference", "triton", "recurrent")
 STEP_IMPLS = ("auto", "reference", "triton")
+PROJECTS = ("kernel", "matmul")
 MAX_TRITON_R = 64
 # Below this many tokens the reference uses the per-token loop: one step costs ~50 µs on CPU,
 # the chunked form ~200 µs of fixed overhead (measured crossover T ≈ 4–8 for r = 8 and 64).
@@ -142,3 +143,73 @@ def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
     from kernels.deltamem import triton_scan
 
     return triton_scan.step(q, k, v, beta, state)
+
+
+def _check_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state: torch.Tensor,
+                 write: torch.Tensor | None, valid: torch.Tensor | None, project: str) -> None:
+    if project not in PROJECTS:
+        raise ValueError(f"project must be one of {PROJECTS}, got {project!r}")
+    for name, t in (("x", x), ("weight", weight), ("bias", bias), ("state", state)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.device != state.device:
+            raise ValueError(f"{name} must be on state's device {state.device}, got {t.device}")
+    if state.dim() != 4 or state.shape[-1] != state.shape[-2]:
+        raise ValueError(f"state must be [B, N, r, r], got shape {tuple(state.shape)}")
+    B, N, r = state.shape[0], state.shape[1], state.shape[2]
+    if x.dim() != 2 or x.shape[0] != B:
+        raise ValueError(f"x must be [B, d] with B = {B} (state's batch), got {tuple(x.shape)}")
+    if x.dtype not in _DTYPES:
+        raise ValueError(f"x dtype must be one of fp16/bf16/fp32/fp64, got {x.dtype}")
+    want = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    for name, t in (("weight", weight), ("bias", bias), ("state", state)):
+        if t.dtype != want:
+            raise ValueError(f"{name} dtype must be {want} (fp32 memory parameters and state; "
+                             f"fp64 for gradcheck), got {t.dtype}")
+    if tuple(weight.shape) != (4 * N * r, x.shape[1]):
+        raise ValueError(f"weight must be [4·N·r, d] = {(4 * N * r, x.shape[1])} (q, k, v, β "
+                         f"blocks stacked), got {tuple(weight.shape)}")
+    if tuple(bias.shape) != (N * r,):
+        raise ValueError(f"bias must be [N·r] = {(N * r,)}, got {tuple(bias.shape)}")
+    for name, t in (("write", write), ("valid", valid)):
+        if t is not None and (not isinstance(t, torch.Tensor) or t.dtype != torch.bool
+                              or tuple(t.shape) != (B,) or t.device != state.device):
+            got = (f"{t.dtype} {tuple(t.shape)} on {t.device}" if isinstance(t, torch.Tensor)
+                   else type(t).__name__)
+            raise ValueError(f"{name} must be a bool tensor [B] = ({B},) on {state.device} or "
+                             f"None, got {got}")
+
+
+def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state: torch.Tensor,
+               write: torch.Tensor | None = None, valid: torch.Tensor | None = None,
+               impl: str = "auto", project: str = "kernel",
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode token straight from the layer input: projection, gate math, read, write.
+
+    x: [B, d] attention input (any float dtype); weight: [4·N·r, d] fp32, the q, k, v and β
+    projections stacked in that order (state head n owns rows n·r … n·r + r − 1 of each block);
+    bias: [N·r] fp32 (β's bias); state: [B, N, r, r] fp32 (required: decode follows a prefill
+    or a reset to zeros); write: [B] bool, False holds that sequence's state exactly (None =
+    all written); valid: [B] bool, False marks padding, whose read is zero (None = all valid).
+    Returns (read [B, N, r] fp32, new state [B, N, r, r] fp32).
+
+    impl "triton" is one kernel launch: `project="kernel"` does the projection inside it too,
+    `"matmul"` leaves it to one matmul before the launch. "auto" picks Triton for CUDA tensors
+    when no gradient is needed, the reference (PyTorch, autograd-capable) otherwise.
+    """
+    _check_impl(impl, STEP_IMPLS)
+    _check_fused(x, weight, bias, state, write, valid, project)
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, weight, bias, state))
+    if impl == "auto":  # state carries the device, the r and (fp64 for gradcheck) the dtype
+        impl = "triton" if state.is_cuda and _triton_usable(state) and not needs_grad \
+            else "reference"
+    if impl == "reference":
+        return reference.fused_step(x, weight, bias, state, write, valid)
+    _require_triton(state)
+    if needs_grad:
+        raise ValueError("impl='triton' fused_step has no backward; call it under "
+                         "torch.no_grad() or use impl='reference' when gradients are needed")
+    from kernels.deltamem import triton_scan
+
+    return triton_scan.fused_step(x, weight, bias, state, write, valid, project)

@@ -39,6 +39,7 @@ class Spec:
     fp32_ptrs: tuple[str, ...]
     ints: tuple[str, ...]
     constexprs: tuple[tuple[str, Any], ...] = ()
+    bool_ptrs: tuple[str, ...] = ()
 
 
 SPECS = (
@@ -51,6 +52,12 @@ SPECS = (
          (("HAS_DSF", True), ("CKPT_T", triton_scan.CKPT))),
     Spec("step", triton_scan.deltamem_step_kernel, ("Q", "K", "V", "Beta", "Read"),
          ("SIn", "SOut"), ("R",)),
+    *(Spec(name, triton_scan.deltamem_fused_step_kernel, ("X",),
+           ("W", "Z", "Bias", "SIn", "Read", "SOut"), ("D", "N", "R"),
+           (("PROJECT", project), ("HAS_WRITE", True), ("HAS_VALID", True),
+            ("BLOCK_D", triton_scan.fused_block_d),
+            ("TANH_SMALL", triton_scan.TANH_SERIES_BELOW)), ("Write", "Valid"))
+      for name, project in (("fused_step", True), ("fused_step_matmul", False))),
 )
 
 
@@ -81,9 +88,12 @@ def compile_one(spec: Spec, dtype: str, r: int, arch: int = 90,
 
     fn = kernel(spec.fn, interpret=False)
     block, warps = launch_config(r)
-    constexprs = dict(spec.constexprs, BLOCK_R=block)
+    constexprs = {name: value(r) if callable(value) else value  # per-r values are callables
+                  for name, value in spec.constexprs}
+    constexprs["BLOCK_R"] = block
     types = {**{p: f"*{DTYPES[dtype]}" for p in spec.typed_ptrs},
-             **{p: "*fp32" for p in spec.fp32_ptrs}, **{i: "i32" for i in spec.ints},
+             **{p: "*fp32" for p in spec.fp32_ptrs}, **{p: "*i1" for p in spec.bool_ptrs},
+             **{i: "i32" for i in spec.ints},
              **{c: "constexpr" for c in constexprs}}
     missing = set(fn.arg_names) ^ set(types)
     if missing:

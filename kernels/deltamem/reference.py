@@ -143,3 +143,28 @@ def chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tenso
         outs.append(out)
     reads = torch.cat(outs, dim=2).permute(0, 2, 3, 1, 4).reshape(B, nc * C, N, r)[:, :T]
     return reads.to(q.dtype), S  # [B, T, N, r], [B, N, r, r]
+
+
+def gates(z: torch.Tensor, bias: torch.Tensor, N: int, r: int) -> tuple[torch.Tensor, ...]:
+    """Raw projections z [..., 4·N·r] (blocks q, k, v, β) -> q, k, v, β each [..., N, r]:
+    q, k = L2norm(tanh(·)) per state head (x / max(‖x‖, 1e-6)), β = sigmoid(· + bias)."""
+    zq, zk, zv, zb = (c.unflatten(-1, (N, r)) for c in z.chunk(4, dim=-1))
+    q = torch.nn.functional.normalize(torch.tanh(zq), dim=-1, eps=1e-6)
+    k = torch.nn.functional.normalize(torch.tanh(zk), dim=-1, eps=1e-6)
+    return q, k, zv, torch.sigmoid(zb + bias.view(N, r))
+
+
+def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state: torch.Tensor,
+               write: torch.Tensor | None, valid: torch.Tensor | None,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode step from the layer input (see `kernels.deltamem.fused_step`); autograd-capable."""
+    B, N, r = state.shape[0], state.shape[1], state.shape[2]
+    cd = compute_dtype(weight.dtype)
+    q, k, v, beta = gates(x.to(cd) @ weight.to(cd).t(), bias.to(cd), N, r)  # [B, N, r] each
+    if write is not None:  # not written: β = 0 holds the state exactly
+        w = write.to(cd)[:, None, None]
+        k, v, beta = k * w, v * w, beta * w
+    if valid is not None:  # padding reads zero
+        q = q * valid.to(cd)[:, None, None]
+    read, S = step(q, k, v, beta, state)
+    return read.to(cd), S

@@ -234,3 +234,110 @@ def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
         q, k, v, beta, state, read, new_state, r,
         BLOCK_R=block, num_warps=warps, enable_fp_fusion=True)
     return read, new_state
+
+
+# Below this |z|, tanh comes from its odd Taylor series (relative error < 1e-9 there); above it
+# from (1 − e^{−2|z|}) / (1 + e^{−2|z|}), whose cancellation near 0 the series avoids. Triton has
+# no tanh of its own that both the interpreter and the compiler accept.
+TANH_SERIES_BELOW = 0.125
+
+
+def deltamem_fused_step_kernel(X, W, Z, Bias, Write, Valid, SIn, Read, SOut, D, N, R,
+                               PROJECT: tl.constexpr, HAS_WRITE: tl.constexpr,
+                               HAS_VALID: tl.constexpr, BLOCK_R: tl.constexpr,
+                               BLOCK_D: tl.constexpr, TANH_SMALL: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)  # b * N + n
+    b = pid // N
+    n = pid % N
+    NR = N * R
+    rows = tl.arange(0, BLOCK_R)
+    rmask = rows < R
+    smask = rmask[:, None] & rmask[None, :]
+    soff = pid * R * R + rows[:, None] * R + rows[None, :]  # [BLOCK_R, BLOCK_R]
+    wrow = n * R + rows  # this head's row inside each of the q, k, v, β blocks of W / Z
+    if PROJECT:  # z = W x for this head's 4r rows, x read once per d-block
+        zq = tl.zeros([BLOCK_R], dtype=tl.float32)
+        zk = tl.zeros([BLOCK_R], dtype=tl.float32)
+        zv = tl.zeros([BLOCK_R], dtype=tl.float32)
+        zb = tl.zeros([BLOCK_R], dtype=tl.float32)
+        dd = tl.arange(0, BLOCK_D)
+        for d0 in range(0, D, BLOCK_D):
+            dmask = (d0 + dd) < D
+            x = tl.load(X + b * D + d0 + dd, mask=dmask, other=0.0).to(tl.float32)
+            tile = wrow[:, None] * D + d0 + dd[None, :]  # [BLOCK_R, BLOCK_D]
+            tmask = rmask[:, None] & dmask[None, :]
+            zq += tl.sum(tl.load(W + tile, mask=tmask, other=0.0) * x[None, :], axis=1)
+            zk += tl.sum(tl.load(W + NR * D + tile, mask=tmask, other=0.0) * x[None, :], axis=1)
+            zv += tl.sum(tl.load(W + 2 * NR * D + tile, mask=tmask, other=0.0) * x[None, :],
+                         axis=1)
+            zb += tl.sum(tl.load(W + 3 * NR * D + tile, mask=tmask, other=0.0) * x[None, :],
+                         axis=1)
+    else:  # z = W x precomputed by the caller, [B, 4·N·r]
+        zrow = Z + b * 4 * NR + wrow
+        zq = tl.load(zrow, mask=rmask, other=0.0)
+        zk = tl.load(zrow + NR, mask=rmask, other=0.0)
+        zv = tl.load(zrow + 2 * NR, mask=rmask, other=0.0)
+        zb = tl.load(zrow + 3 * NR, mask=rmask, other=0.0)
+    # q, k = L2norm(tanh(z)); padded lanes are 0 and stay 0
+    aq = tl.abs(zq)
+    eq = tl.exp(-2.0 * aq)
+    sq = zq * zq
+    tq = tl.where(aq < TANH_SMALL,
+                  aq * (1.0 + sq * (-1.0 / 3.0 + sq * (2.0 / 15.0 + sq * (-17.0 / 315.0)))),
+                  (1.0 - eq) / (1.0 + eq))
+    q = tl.where(zq < 0, -tq, tq)
+    ak = tl.abs(zk)
+    ek = tl.exp(-2.0 * ak)
+    sk2 = zk * zk
+    tk = tl.where(ak < TANH_SMALL,
+                  ak * (1.0 + sk2 * (-1.0 / 3.0 + sk2 * (2.0 / 15.0 + sk2 * (-17.0 / 315.0)))),
+                  (1.0 - ek) / (1.0 + ek))
+    k = tl.where(zk < 0, -tk, tk)
+    q = q / tl.maximum(tl.sqrt(tl.sum(q * q, axis=0)), 1e-6)
+    k = k / tl.maximum(tl.sqrt(tl.sum(k * k, axis=0)), 1e-6)
+    beta = tl.sigmoid(zb + tl.load(Bias + wrow, mask=rmask, other=0.0))
+    beta = tl.where(rmask, beta, 0.0)
+    v = zv
+    if HAS_WRITE:  # 0: hold the state exactly (β = 0 ⇒ λ = 1, no write)
+        w = tl.load(Write + b + rows * 0).to(tl.float32)  # [BLOCK_R], one value
+        beta = beta * w
+        k = k * w
+        v = v * w
+    if HAS_VALID:  # 0: padding, whose read is zero
+        q = q * tl.load(Valid + b + rows * 0).to(tl.float32)
+    S = tl.load(SIn + soff, mask=smask, other=0.0)
+    read = tl.sum(S * q[None, :], axis=1)  # read before write
+    sk = tl.sum(S * k[None, :], axis=1)
+    S = S * (1.0 - beta)[:, None] + (beta * (v - sk))[:, None] * k[None, :]
+    tl.store(Read + b * NR + wrow, read, mask=rmask)
+    tl.store(SOut + soff, S, mask=smask)
+
+
+def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state: torch.Tensor,
+               write: torch.Tensor | None, valid: torch.Tensor | None,
+               project: str = "kernel") -> tuple[torch.Tensor, torch.Tensor]:
+    """One launch per layer and token: projection (project="kernel"; "matmul" leaves it to one
+    cuBLAS matmul first), tanh + L2 on q and k, sigmoid gate, masks, read, update.
+    x [B, d]; weight [4·N·r, d] fp32; bias [N·r]; state [B, N, r, r] fp32; write/valid [B]
+    bool or None. Returns read [B, N, r] fp32 and the new state."""
+    B, N, r = state.shape[0], state.shape[1], state.shape[2]
+    d = x.shape[1]
+    block, warps = launch_config(r)
+    x, weight, bias, state = (t.contiguous() for t in (x, weight, bias, state))
+    z = (x.float() @ weight.t()).contiguous() if project == "matmul" else x  # [B, 4·N·r]
+    read = empty((B, N, r), torch.float32, x.device)
+    new_state = empty(state.shape, torch.float32, x.device)
+    kernel(deltamem_fused_step_kernel)[(B * N,)](
+        x, weight, z, bias, write if write is not None else bias,
+        valid if valid is not None else bias, state, read, new_state, d, N, r,
+        PROJECT=project == "kernel", HAS_WRITE=write is not None, HAS_VALID=valid is not None,
+        BLOCK_R=block, BLOCK_D=fused_block_d(r), TANH_SMALL=TANH_SERIES_BELOW, num_warps=warps,
+        enable_fp_fusion=True)
+    return read, new_state
+
+
+def fused_block_d(r: int) -> int:
+    """d-block of the in-kernel projection: 16 fp32 elements per thread in each of the 4 weight
+    tiles [BLOCK_R, BLOCK_D] (BLOCK_D = 128 spilled 496 bytes at r = 64 on sm_90)."""
+    block, warps = launch_config(r)
+    return max(16, 16 * 32 * warps // block)

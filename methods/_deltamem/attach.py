@@ -45,6 +45,19 @@ class Adapter(nn.Module):
         self._attns: list[nn.Module] = []
         self.info: dict[str, Any] = {}  # provenance: where the weights came from
 
+    @property
+    def impl(self) -> str:
+        """kernels.deltamem implementation every layer uses: auto | reference | triton."""
+        return self.io.impl
+
+    @impl.setter
+    def impl(self, value: str) -> None:
+        from kernels.deltamem import STEP_IMPLS
+
+        if value not in STEP_IMPLS:
+            raise ConfigError(f"δ-mem kernel must be one of {', '.join(STEP_IMPLS)}, got {value!r}")
+        self.io.impl = value
+
     def reset(self) -> None:
         """Zero every layer's state and drop queued ids and overrides."""
         self._queue, self.granularity = None, None
@@ -84,9 +97,10 @@ class Adapter(nn.Module):
             self.io.ids = torch.zeros(B, T, dtype=torch.long, device=x.device)
 
         self.io.granularity = self.granularity
+        self.io.step_masks = None
 
     def _post_forward(self, *a: Any) -> None:
-        self.io.valid, self.io.ids = None, None
+        self.io.valid, self.io.ids, self.io.step_masks = None, None, None
         for layer in self.layers.values():
             layer._reads = None
 

@@ -55,6 +55,8 @@ class Io:
     ids: torch.Tensor | None = None  # [B, T] long write ids: -1 = not written; SSW groups equal ids ≥ 0
     granularity: str | None = None  # overrides Spec.granularity for this call (reported SSW->TSW fallback)
     collect_beta: bool = False
+    impl: str = "auto"  # kernels.deltamem implementation: auto | reference | triton
+    step_masks: tuple | None = None  # (write [B], valid [B] | None) of a 1-token call, built once for all layers
     beta: dict[int, list] = field(default_factory=dict)  # layer -> [sum of β, count] over written rows (training)
 
 
@@ -79,6 +81,7 @@ class MemoryLayer(nn.Module):
         self.state: torch.Tensor | None = None  # [B, N, r, r] fp32
         self._key: tuple | None = None  # (batch, device, input dtype) the state belongs to
         self._reads: torch.Tensor | None = None  # [B, T, R] between the q and the o hook
+        self._stacked: tuple | None = None  # (versions, [4R, d] stacked q/k/v/β weights) for decode
 
     @torch.no_grad()
     def init_from_base(self, base: dict[str, torch.Tensor]) -> None:
@@ -117,12 +120,34 @@ class MemoryLayer(nn.Module):
         beta = torch.sigmoid(self.beta_proj(h) + self.beta_bias).view(shape)
         return q, k, v, beta
 
+    def stacked_weight(self) -> torch.Tensor:
+        """[4·N·r, d]: W_q, W_k, W_v, W_β stacked for ``kernels.deltamem.fused_step``. Cached while
+        no weight changes (in-place updates bump ``_version``); rebuilt, differentiably, when
+        gradients are on."""
+        ws = (self.memory_q_proj.weight, self.memory_k_proj.weight, self.memory_v_proj.weight, self.beta_proj.weight)
+        if torch.is_grad_enabled() and any(w.requires_grad for w in ws):
+            return torch.cat(ws)
+        key = tuple((w.data_ptr(), w._version) for w in ws)
+        if self._stacked is None or self._stacked[0] != key:
+            self._stacked = (key, torch.cat(ws).detach())
+        return self._stacked[1]
+
     def read_write(self, x: torch.Tensor, io: Io) -> torch.Tensor:
         """x: [B, T, d] (the attention input). Returns reads [B, T, N*r] fp32 and advances the state."""
         from kernels import deltamem as K
 
         S = self._state_for(x)
         B, T, _ = x.shape
+        if T == 1 and (io.granularity or self.spec.granularity) == "token" and not io.collect_beta:
+            # decode: projection, gates, read and write in one fused step (one kernel launch on GPU),
+            # with no host synchronisation
+            if io.step_masks is None:
+                valid = io.valid[:, 0] if io.valid is not None else None
+                write = (io.ids[:, 0] >= 0) if io.ids is not None else torch.zeros(B, dtype=torch.bool, device=x.device)
+                io.step_masks = (write if valid is None else write & valid, valid)  # padding is never written
+            write, valid = io.step_masks
+            reads, self.state = K.fused_step(x[:, 0], self.stacked_weight(), self.beta_bias, S, write, valid, impl=io.impl)
+            return reads.reshape(B, 1, self.width)
         h = x.float()
         valid = io.valid if io.valid is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
         ids = io.ids if io.ids is not None else torch.full((B, T), -1, dtype=torch.long, device=x.device)
@@ -137,10 +162,10 @@ class MemoryLayer(nn.Module):
             if not bool(w.any()):
                 reads = torch.einsum("bnij,btnj->btni", S, q)
             elif T == 1:
-                r1, S = K.step(q[:, 0], k[:, 0] * w[:, 0], v[:, 0] * w[:, 0], beta[:, 0], S)
+                r1, S = K.step(q[:, 0], k[:, 0] * w[:, 0], v[:, 0] * w[:, 0], beta[:, 0], S, impl=io.impl)
                 reads = r1[:, None]
             else:
-                reads, S = K.scan(q, k * w, v * w, beta, S)
+                reads, S = K.scan(q, k * w, v * w, beta, S, impl=io.impl)
         else:
             reads = torch.einsum("bnij,btnj->btni", S, q)  # every token reads the state from before the call
             S = self._message_writes(h, ids, S, io)
@@ -167,8 +192,8 @@ class MemoryLayer(nn.Module):
         if io.collect_beta:
             self._collect(io, beta.sum(), live.sum() * beta.shape[-1] * beta.shape[-2])
         if M == 1:
-            return K.step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], S)[1]
-        return K.scan(q, k, v, beta, S)[1]
+            return K.step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], S, impl=io.impl)[1]
+        return K.scan(q, k, v, beta, S, impl=io.impl)[1]
 
     def _collect(self, io: Io, total: torch.Tensor, count: torch.Tensor) -> None:
         acc = io.beta.setdefault(self.layer_idx, [0.0, 0])
