@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 from collections import Counter
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from harness.env import _cpu_model
 from harness.measure import Clock
 from harness.models import ModelConfig, load
 from methods._lm import forward_chunks
@@ -149,10 +149,10 @@ def main() -> None:
 
     if a.model.startswith("shape:"):
         model, device, dtype = shaped_model(a.model.split(":", 1)[1], a.dtype)
-        name, vocab = a.model + " (random weights)", list(range(3, model.config.vocab_size))
+        model_name, vocab = a.model + " (random weights)", list(range(3, model.config.vocab_size))
     else:
         lm = load(ModelConfig(name=a.model, source=a.model, family=a.family, dtype=a.dtype))
-        model, device, dtype, name = lm.model, lm.device, lm.dtype, lm.cfg.name
+        model, device, dtype, model_name = lm.model, lm.device, lm.dtype, lm.cfg.name
         special = set(getattr(lm.tokenizer, "all_special_ids", []) or [])
         vocab = [i for i in range(min(len(lm.tokenizer), model.config.vocab_size)) if i not in special]
     g = torch.Generator().manual_seed(0)
@@ -189,11 +189,11 @@ def main() -> None:
         rows[name] = dict(prefill=statistics.median(p for p, _ in rs), tps=statistics.median(tps),
                           tps_lo=pct(tps, 0.025), tps_hi=pct(tps, 0.975), p50=pct(lat, 0.5) * 1e3,
                           p95=pct(lat, 0.95) * 1e3, ops=sum(ops[name].values()))
-    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {_cpu_model()} ({torch.get_num_threads()} threads)"
     kernel = a.kernel if a.kernel != "auto" else ("triton" if device.type == "cuda" else "reference")
     added = Counter(ops["deltamem"]) - Counter(ops["bare"])
     lines = [
-        f"# δ-mem decode vs bare backbone — {name}, {dev}, {datetime.date.today()}",
+        f"# δ-mem decode vs bare backbone — {model_name}, {dev}, {datetime.date.today()}",
         "",
         f"Context {a.context} tokens (prefill chunks of {a.chunk_size}), {a.new_tokens} decode tokens, {a.reps} interleaved "
         f"repetitions after 1 warm-up, dtype {str(dtype).replace('torch.', '')}, torch {torch.__version__}. δ-mem: r = {a.rank}, "
@@ -219,9 +219,11 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:
-        from harness.io import atomic_write_text
+        from pathlib import Path
 
-        atomic_write_text(a.out, text)
+        from harness.io import write_text
+
+        write_text(Path(a.out), text)  # atomic
 
 
 if __name__ == "__main__":

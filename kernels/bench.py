@@ -99,6 +99,15 @@ def run_case(B: int, T: int, N: int, r: int, dtype: torch.dtype, device: str, im
         q1, k1, v1, b1 = (x[:, 0] for x in (q, k, v, beta))
         for impl in ("reference",) + (("triton",) if "triton" in impls else ()):
             fns[f"step-{impl}"] = (lambda impl=impl: dm.step(q1, k1, v1, b1, state, impl=impl))
+        # the whole decode-time state step from the layer input x [B, d]: projection, gates, step
+        x = torch.randn(B, args.d, device=device).to(dtype)
+        w = torch.randn(4 * N * r, args.d, device=device) / args.d ** 0.5
+        bias = torch.full((N * r,), -1.5, device=device)
+        fns["fused-reference"] = lambda: dm.fused_step(x, w, bias, state, impl="reference")
+        if "triton" in impls:
+            for project in dm.PROJECTS:
+                fns[f"fused-triton-{project}"] = (lambda project=project: dm.fused_step(
+                    x, w, bias, state, impl="triton", project=project))
     if device == "cpu":  # Triton on CPU can only be the interpreter: label it so
         fns = {(f"{n} (interp)" if "triton" in n else n): f for n, f in fns.items()}
     nbytes = 5 * q.numel() * q.element_size() + 2 * state.numel() * 4
@@ -115,13 +124,13 @@ def run_case(B: int, T: int, N: int, r: int, dtype: torch.dtype, device: str, im
 
 
 def render(rows: list[dict], peak: float | None, gpu: bool) -> str:
-    head = f"{'impl':<22}{'B':>3}{'T':>7}{'N':>3}{'r':>4}{'ms':>11}{'tokens/s':>13}{'vs loop':>9}"
+    head = f"{'impl':<26}{'B':>3}{'T':>7}{'N':>3}{'r':>4}{'ms':>11}{'tokens/s':>13}{'vs loop':>9}"
     head += f"{'GB/s':>9}{'%peak':>7}" if gpu else ""
     lines = [head, "-" * len(head)]
     loop = {(x["B"], x["T"], x["r"]): x["ms"] for x in rows
             if x["impl"].split("+")[0] == "recurrent" and "ms" in x}
     for x in rows:
-        key = f"{x['impl']:<22}{x['B']:>3}{x['T']:>7}{x['N']:>3}{x['r']:>4}"
+        key = f"{x['impl']:<26}{x['B']:>3}{x['T']:>7}{x['N']:>3}{x['r']:>4}"
         if "error" in x:
             lines.append(f"{key}  error: {x['error'][:80]}")
             continue
@@ -141,6 +150,8 @@ def main() -> None:
     p.add_argument("--B", nargs="+", type=int, default=[1, 8])
     p.add_argument("--r", nargs="+", type=int, default=[8, 64])
     p.add_argument("--N", type=int, default=1, help="state heads per layer (MSW uses 4)")
+    p.add_argument("--d", type=int, default=2560,
+                   help="model width for the fused decode step at T = 1 (2560: Qwen3-4B)")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--impls", nargs="+", default=None,
                    help="subset of reference recurrent triton fla (default: all that apply)")

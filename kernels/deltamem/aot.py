@@ -40,12 +40,15 @@ class Spec:
     ints: tuple[str, ...]
     constexprs: tuple[tuple[str, Any], ...] = ()
     bool_ptrs: tuple[str, ...] = ()
+    warps: Callable[[int], int] | None = None  # num_warps for r when not launch_config's
 
 
 SPECS = (
     Spec("scan_fwd", triton_scan.deltamem_scan_fwd, ("Q", "K", "V", "Beta", "Out"),
          ("S0", "SFinal", "Ckpt"), ("T", "N", "R", "NCK"),
-         (("HAS_S0", True), ("STORE_CKPT", True), ("CKPT_T", triton_scan.CKPT))),
+         (("HAS_S0", True), ("STORE_CKPT", True), ("CKPT_T", triton_scan.CKPT),
+          ("BLOCK_ROWS", lambda r: triton_scan.fwd_config(r)[1])),
+         warps=lambda r: triton_scan.fwd_config(r)[2]),
     Spec("scan_bwd", triton_scan.deltamem_scan_bwd,
          ("Q", "K", "V", "Beta", "DOut", "DQ", "DK", "DV", "DBeta"),
          ("Ckpt", "DSFinal", "DS0", "Scratch"), ("T", "N", "R", "NCK"),
@@ -88,6 +91,7 @@ def compile_one(spec: Spec, dtype: str, r: int, arch: int = 90,
 
     fn = kernel(spec.fn, interpret=False)
     block, warps = launch_config(r)
+    warps = spec.warps(r) if spec.warps else warps
     constexprs = {name: value(r) if callable(value) else value  # per-r values are callables
                   for name, value in spec.constexprs}
     constexprs["BLOCK_R"] = block

@@ -29,44 +29,60 @@ import triton.language as tl
 from kernels.deltamem._jit import empty, kernel, launch_config
 
 CKPT = 64
+# State rows per forward program. Every token's reads and updates reduce over the r columns of
+# each row; with all r = 64 rows in one program those reductions cross 8 warps (shared memory
+# and a barrier per token), with 8 rows they stay inside one warp (shuffles only) and the
+# state spreads over r / 8 programs.
+FWD_ROWS = 8
+
+
+def fwd_config(r: int) -> tuple[int, int, int]:
+    """(BLOCK_R, BLOCK_ROWS, num_warps) of the forward scan: ≤ 16 state elements per thread."""
+    block, _ = launch_config(r)
+    rows = min(block, FWD_ROWS)
+    return block, rows, max(1, rows * block // 512)
 
 
 def deltamem_scan_fwd(Q, K, V, Beta, S0, Out, SFinal, Ckpt, T, N, R, NCK,
                       HAS_S0: tl.constexpr, STORE_CKPT: tl.constexpr,
-                      BLOCK_R: tl.constexpr, CKPT_T: tl.constexpr):
+                      BLOCK_R: tl.constexpr, BLOCK_ROWS: tl.constexpr, CKPT_T: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)  # b * N + n
     b = pid // N
     n = pid % N
-    rows = tl.arange(0, BLOCK_R)  # value dims (state rows)
+    # rows are independent delta rules sharing q and k: program (pid, j) owns rows
+    # j·BLOCK_ROWS …, so a large state spreads over several programs instead of one
+    rows = tl.program_id(1) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)  # value dims (state rows)
     cols = tl.arange(0, BLOCK_R)  # key dims (state columns)
     rmask = rows < R
     cmask = cols < R
     smask = rmask[:, None] & cmask[None, :]
-    soff = rows[:, None] * R + cols[None, :]  # [BLOCK_R, BLOCK_R]
+    soff = rows[:, None] * R + cols[None, :]  # [BLOCK_ROWS, BLOCK_R]
     if HAS_S0:
         S = tl.load(S0 + pid * R * R + soff, mask=smask, other=0.0).to(tl.float32)
     else:
-        S = tl.zeros([BLOCK_R, BLOCK_R], dtype=tl.float32)
+        S = tl.zeros([BLOCK_ROWS, BLOCK_R], dtype=tl.float32)
     base = b * T * N * R + n * R  # token t of this head lives at base + t * N * R
     # Token t + 1 is loaded while token t is processed, so the global-load latency overlaps the
     # serial state update instead of adding to it.
-    valid = (rows * 0) < T  # [BLOCK_R] (a vector: the interpreter needs it)
-    q_n = tl.load(Q + base + cols, mask=cmask & valid, other=0.0).to(tl.float32)
-    k_n = tl.load(K + base + cols, mask=cmask & valid, other=0.0).to(tl.float32)
-    v_n = tl.load(V + base + rows, mask=rmask & valid, other=0.0).to(tl.float32)
-    b_n = tl.load(Beta + base + rows, mask=rmask & valid, other=0.0).to(tl.float32)
+    cvalid = cmask & ((cols * 0) < T)  # vectors, not scalars: the interpreter needs them
+    rvalid = rmask & ((rows * 0) < T)
+    q_n = tl.load(Q + base + cols, mask=cvalid, other=0.0).to(tl.float32)
+    k_n = tl.load(K + base + cols, mask=cvalid, other=0.0).to(tl.float32)
+    v_n = tl.load(V + base + rows, mask=rvalid, other=0.0).to(tl.float32)
+    b_n = tl.load(Beta + base + rows, mask=rvalid, other=0.0).to(tl.float32)
     for t in range(T):
         q, k, v, beta = q_n, k_n, v_n, b_n
         off = base + t * N * R
-        nxt = (rows * 0 + t + 1) < T
-        q_n = tl.load(Q + off + N * R + cols, mask=cmask & nxt, other=0.0).to(tl.float32)
-        k_n = tl.load(K + off + N * R + cols, mask=cmask & nxt, other=0.0).to(tl.float32)
-        v_n = tl.load(V + off + N * R + rows, mask=rmask & nxt, other=0.0).to(tl.float32)
-        b_n = tl.load(Beta + off + N * R + rows, mask=rmask & nxt, other=0.0).to(tl.float32)
+        cnxt = cmask & ((cols * 0 + t + 1) < T)
+        rnxt = rmask & ((rows * 0 + t + 1) < T)
+        q_n = tl.load(Q + off + N * R + cols, mask=cnxt, other=0.0).to(tl.float32)
+        k_n = tl.load(K + off + N * R + cols, mask=cnxt, other=0.0).to(tl.float32)
+        v_n = tl.load(V + off + N * R + rows, mask=rnxt, other=0.0).to(tl.float32)
+        b_n = tl.load(Beta + off + N * R + rows, mask=rnxt, other=0.0).to(tl.float32)
         if STORE_CKPT:
             if t % CKPT_T == 0:
                 tl.store(Ckpt + (pid * NCK + t // CKPT_T) * R * R + soff, S, mask=smask)
-        read = tl.sum(S * q[None, :], axis=1)  # [BLOCK_R] before the write
+        read = tl.sum(S * q[None, :], axis=1)  # [BLOCK_ROWS] before the write
         tl.store(Out + off + rows, read.to(Out.dtype.element_ty), mask=rmask)
         sk = tl.sum(S * k[None, :], axis=1)
         S = S * (1.0 - beta)[:, None] + (beta * (v - sk))[:, None] * k[None, :]
@@ -137,15 +153,15 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tenso
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Launch the forward. Inputs contiguous [B, T, N, r]; state [B, N, r, r] fp32 or None."""
     B, T, N, r = q.shape
-    block, warps = launch_config(r)
+    block, rows, warps = fwd_config(r)
     nck = -(-T // CKPT)
     out = empty(q.shape, q.dtype, q.device)  # [B, T, N, r]
     s_final = empty((B, N, r, r), torch.float32, q.device)
     ckpt = empty((B, N, nck, r, r), torch.float32, q.device) if store_ckpt else s_final
-    kernel(deltamem_scan_fwd)[(B * N,)](
+    kernel(deltamem_scan_fwd)[(B * N, block // rows)](
         q, k, v, beta, state if state is not None else s_final, out, s_final, ckpt,
         T, N, r, nck, HAS_S0=state is not None, STORE_CKPT=store_ckpt,
-        BLOCK_R=block, CKPT_T=CKPT, num_warps=warps, enable_fp_fusion=True)
+        BLOCK_R=block, BLOCK_ROWS=rows, CKPT_T=CKPT, num_warps=warps, enable_fp_fusion=True)
     return out, s_final, (ckpt if store_ckpt else None)
 
 
