@@ -90,6 +90,8 @@ def run_case(B: int, T: int, N: int, r: int, dtype: torch.dtype, device: str, im
             fns.update(fla_fns(q, k, v, beta, state))
         elif impl == "recurrent" and T > args.max_loop_T:
             continue
+        elif impl == "triton_chunked" and (r > 16 or args.backward):
+            continue  # r ≤ 16 and inference only
         elif args.backward:
             leaves = [x.detach().requires_grad_() for x in (q, k, v, beta)]
             fns[impl + "+bwd"] = (lambda impl=impl, leaves=leaves: _fwd_bwd(leaves, state, impl))
@@ -97,14 +99,14 @@ def run_case(B: int, T: int, N: int, r: int, dtype: torch.dtype, device: str, im
             fns[impl] = (lambda impl=impl: dm.scan(q, k, v, beta, state, impl=impl))
     if T == 1 and not args.backward:  # decode: the fused step kernel and its reference
         q1, k1, v1, b1 = (x[:, 0] for x in (q, k, v, beta))
-        for impl in ("reference",) + (("triton",) if "triton" in impls else ()):
+        for impl in ("reference",) + (("triton",) if any("triton" in i for i in impls) else ()):
             fns[f"step-{impl}"] = (lambda impl=impl: dm.step(q1, k1, v1, b1, state, impl=impl))
         # the whole decode-time state step from the layer input x [B, d]: projection, gates, step
         x = torch.randn(B, args.d, device=device).to(dtype)
         w = torch.randn(4 * N * r, args.d, device=device) / args.d ** 0.5
         bias = torch.full((N * r,), -1.5, device=device)
         fns["fused-reference"] = lambda: dm.fused_step(x, w, bias, state, impl="reference")
-        if "triton" in impls:
+        if any("triton" in i for i in impls):
             for project in dm.PROJECTS:
                 fns[f"fused-triton-{project}"] = (lambda project=project: dm.fused_step(
                     x, w, bias, state, impl="triton", project=project))
@@ -124,20 +126,25 @@ def run_case(B: int, T: int, N: int, r: int, dtype: torch.dtype, device: str, im
 
 
 def render(rows: list[dict], peak: float | None, gpu: bool) -> str:
-    head = f"{'impl':<26}{'B':>3}{'T':>7}{'N':>3}{'r':>4}{'ms':>11}{'tokens/s':>13}{'vs loop':>9}"
+    head = f"{'impl':<30}{'B':>3}{'T':>7}{'N':>3}{'r':>4}{'ms':>11}{'tokens/s':>13}{'vs loop':>9}"
+    head += f"{'vs ref':>9}"
     head += f"{'GB/s':>9}{'%peak':>7}" if gpu else ""
     lines = [head, "-" * len(head)]
     loop = {(x["B"], x["T"], x["r"]): x["ms"] for x in rows
             if x["impl"].split("+")[0] == "recurrent" and "ms" in x}
+    ref = {(x["B"], x["T"], x["r"]): x["ms"] for x in rows
+           if x["impl"].split("+")[0] == "reference" and "ms" in x}
     for x in rows:
-        key = f"{x['impl']:<26}{x['B']:>3}{x['T']:>7}{x['N']:>3}{x['r']:>4}"
+        key = f"{x['impl']:<30}{x['B']:>3}{x['T']:>7}{x['N']:>3}{x['r']:>4}"
         if "error" in x:
             lines.append(f"{key}  error: {x['error'][:80]}")
             continue
         base = loop.get((x["B"], x["T"], x["r"]))
         ratio = f"{base / x['ms']:.1f}x" if base else "-"
-        line = f"{key}{x['ms']:>11.3f}{x['tok_s']:>13.3g}{ratio:>9}"
-        if gpu and x["impl"] == "triton":  # forward only: the bytes below are the forward's
+        r0 = ref.get((x["B"], x["T"], x["r"]))
+        vs_ref = f"{r0 / x['ms']:.1f}x" if r0 else "-"
+        line = f"{key}{x['ms']:>11.3f}{x['tok_s']:>13.3g}{ratio:>9}{vs_ref:>9}"
+        if gpu and x["impl"].startswith("triton") and "+" not in x["impl"]:  # forward only: the bytes below are the forward's
             pct = f"{100 * x['gbps'] / peak:.1f}" if peak else "-"
             line += f"{x['gbps']:>9.1f}{pct:>7}"
         lines.append(line)
@@ -154,7 +161,8 @@ def main() -> None:
                    help="model width for the fused decode step at T = 1 (2560: Qwen3-4B)")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--impls", nargs="+", default=None,
-                   help="subset of reference recurrent triton fla (default: all that apply)")
+                   help="subset of reference recurrent triton triton_serial triton_chunked fla "
+                        "(default: all that apply; triton picks serial or chunked by itself)")
     p.add_argument("--full", action="store_true", help="on CPU, keep T > 4096 as well")
     p.add_argument("--backward", action="store_true",
                    help="time forward + backward of the scan (training) instead of forward")
@@ -172,8 +180,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     name = torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)"
-    impls = args.impls or (["reference", "recurrent", "triton", "fla"] if gpu
-                           else ["reference", "recurrent"])
+    impls = args.impls or (["reference", "recurrent", "triton_serial", "triton_chunked", "fla"]
+                           if gpu else ["reference", "recurrent"])
     Ts = args.T if gpu or args.full else [t for t in args.T if t <= 4096]
     print(f"δ-mem scan benchmark — {name} — {datetime.date.today()} — torch "
           f"{torch.__version__} — dtype {args.dtype}, N={args.N}, median of {args.repeat} "

@@ -11,7 +11,9 @@ S_t = Diag(1 − β_t) S_{t-1} + Diag(β_t)(v_t − S_{t-1} k_t) k_tᵀ. q, k ar
 
 impl: "auto" (Triton for CUDA tensors with r ≤ 64 and no fp64, chunked reference otherwise),
 "reference" (chunked PyTorch; the loop below 4 tokens), "triton" (CUDA, or CPU under
-TRITON_INTERPRET=1), "recurrent" (per-token loop, ground truth for tests only).
+TRITON_INTERPRET=1: the chunk-parallel forward for long inference scans, the token-serial one
+otherwise), "triton_serial" / "triton_chunked" (one of the two forms, for benchmarks and tests),
+"recurrent" (per-token loop, ground truth for tests only).
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ from kernels.deltamem import reference
 
 __all__ = ["scan", "step", "fused_step", "IMPLS", "STEP_IMPLS", "PROJECTS", "MAX_TRITON_R"]
 
-IMPLS = ("auto", "reference", "triton", "recurrent")
+IMPLS = ("auto", "reference", "triton", "triton_serial", "triton_chunked", "recurrent")
 STEP_IMPLS = ("auto", "reference", "triton")
 PROJECTS = ("kernel", "matmul")
 MAX_TRITON_R = 64
 # Below this many tokens the reference uses the per-token loop: one step costs ~50 µs on CPU,
 # the chunked form ~200 µs of fixed overhead (measured crossover T ≈ 4–8 for r = 8 and 64).
 LOOP_BELOW_T = 4
+# impl="triton" takes the chunk-parallel forward from this many tokens on (no gradients,
+# r ≤ 16). An estimate from the serial chains (T token steps against ~T/C + 2C steps and two
+# more launches), not a GPU measurement: `python -m kernels.bench` times both forms.
+CHUNKED_FROM_T = 1024
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -111,9 +117,24 @@ def scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
     if impl == "reference":
         return reference.chunked(q, k, v, beta, state)
     _require_triton(q)
-    from kernels.deltamem import triton_scan
+    from kernels.deltamem import triton_chunked, triton_scan
 
-    return triton_scan.scan(q, k, v, beta, state)
+    needs_grad = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (q, k, v, beta, state))
+    r = q.shape[-1]
+    if impl == "triton":
+        impl = ("triton_chunked" if not needs_grad and r <= triton_chunked.MAX_CHUNKED_R
+                and q.shape[1] >= CHUNKED_FROM_T else "triton_serial")
+    if impl == "triton_serial" or q.shape[1] == 0:
+        return triton_scan.scan(q, k, v, beta, state)
+    if needs_grad:
+        raise ValueError("impl='triton_chunked' has no backward; use impl='triton' (or "
+                         "'triton_serial') when gradients are needed")
+    if r > triton_chunked.MAX_CHUNKED_R:
+        raise ValueError(f"impl='triton_chunked' needs r <= {triton_chunked.MAX_CHUNKED_R} "
+                         f"(its per-chunk transfer holds r³ numbers), got r={r}; use impl='triton'")
+    q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
+    return triton_chunked.forward(q, k, v, beta, None if state is None else state.contiguous())
 
 
 def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,

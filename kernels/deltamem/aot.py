@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from kernels.deltamem import triton_scan
+from kernels.deltamem import triton_chunked, triton_scan
 from kernels.deltamem._jit import kernel, launch_config
 
 DTYPES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
@@ -41,6 +41,7 @@ class Spec:
     constexprs: tuple[tuple[str, Any], ...] = ()
     bool_ptrs: tuple[str, ...] = ()
     warps: Callable[[int], int] | None = None  # num_warps for r when not launch_config's
+    max_r: int = 64  # largest r the kernel serves (compiled for RS up to it, and r = 16)
 
 
 SPECS = (
@@ -61,7 +62,27 @@ SPECS = (
             ("BLOCK_D", triton_scan.fused_block_d),
             ("TANH_SMALL", triton_scan.TANH_SERIES_BELOW)), ("Write", "Valid"))
       for name, project in (("fused_step", True), ("fused_step_matmul", False))),
+    Spec("chunk_transfer", triton_chunked.deltamem_chunk_transfer, ("K", "V", "Beta"),
+         ("P", "Bc"), ("T", "NC", "N", "R"),
+         (("BLOCK_ROWS", lambda r: triton_chunked.chunk_config(r)[1]), ("C", 128)),
+         warps=lambda r: triton_chunked.chunk_config(r)[2], max_r=triton_chunked.MAX_CHUNKED_R),
+    Spec("chunk_compose", triton_chunked.deltamem_chunk_compose, (),
+         ("P", "Bc", "S0", "Starts", "SFinal"), ("NC", "N", "R"),
+         (("HAS_S0", True), ("BLOCK_ROWS", lambda r: triton_chunked.chunk_config(r)[1])),
+         warps=lambda r: triton_chunked.chunk_config(r)[2], max_r=triton_chunked.MAX_CHUNKED_R),
 )
+
+
+def cases(dtypes: tuple[str, ...] = tuple(DTYPES), rs: tuple[int, ...] = RS,
+          ) -> list[tuple[Spec, str, int]]:
+    """Every (kernel, dtype, r) to compile: each r in rs the kernel serves, plus its max_r when
+    that is below max(rs) (so a kernel limited to r ≤ 16 is still compiled at its limit)."""
+    out = []
+    for spec in SPECS:
+        mine = sorted({r for r in rs if r <= spec.max_r}
+                      | ({spec.max_r} if spec.max_r < max(rs) else set()))
+        out += [(spec, dtype, r) for dtype in dtypes for r in mine]
+    return out
 
 
 def ptxas_usage(ptx: str, arch: int) -> dict[str, int]:
@@ -118,14 +139,12 @@ def compile_all(arch: int = 90, dtypes: tuple[str, ...] = tuple(DTYPES),
                 rs: tuple[int, ...] = RS, usage: bool = False) -> list[dict[str, Any]]:
     """Compile every (kernel, dtype, r); failures are recorded with their error, not raised."""
     results = []
-    for spec in SPECS:
-        for dtype in dtypes:
-            for r in rs:
-                try:
-                    results.append(compile_one(spec, dtype, r, arch, usage))
-                except Exception as exc:  # recorded per variant so one failure hides no other
-                    results.append({"kernel": spec.name, "dtype": dtype, "r": r, "arch": arch,
-                                    "error": f"{type(exc).__name__}: {exc}"})
+    for spec, dtype, r in cases(dtypes, rs):
+        try:
+            results.append(compile_one(spec, dtype, r, arch, usage))
+        except Exception as exc:  # recorded per variant so one failure hides no other
+            results.append({"kernel": spec.name, "dtype": dtype, "r": r, "arch": arch,
+                            "error": f"{type(exc).__name__}: {exc}"})
     return results
 
 
