@@ -41,8 +41,8 @@ from methods.deltamem import attach, detach, install, reset_state
 
 
 class OpCounter(TorchDispatchMode):
-    """Counts the aten operator calls that produce new memory (on a GPU each is a kernel launch,
-    or a few): views, and conversions or reshapes that return their input's storage, are free
+    """Counts the aten operator calls that compute (on a GPU each is a kernel launch, or a few):
+    views, allocations, and conversions or reshapes that return their input's storage are free
     and not counted. Triton launches are not aten calls; δ-mem's fused step adds exactly one per
     layer (tests/test_kernels_deltamem.py::test_interp_decode_is_one_launch_per_layer)."""
 
@@ -50,8 +50,12 @@ class OpCounter(TorchDispatchMode):
         super().__init__()
         self.ops: Counter[str] = Counter()
 
+    ALLOCATIONS = ("empty", "new_empty", "empty_like", "empty_strided", "set_")  # no kernel
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if func.overloadpacket.__name__ in self.ALLOCATIONS:
+            return out
         if func.is_view or func.overloadpacket.__name__ in ("to", "reshape", "contiguous"):
             src = next((a for a in args if isinstance(a, torch.Tensor)), None)
             res = out[0] if isinstance(out, (tuple, list)) and out else out

@@ -216,6 +216,10 @@ def test_fused_step_reference_is_projection_gates_and_step() -> None:
     B, N, r, d = 3, 2, 8, 40
     x, w, bias, s0 = make_fused(B, N, r, d)
     read, s1 = dm.fused_step(x, w, bias, s0, impl="reference")
+    dw = torch.randn(11, N * r)
+    read2, s2, corr = dm.fused_step(x, w, bias, s0, impl="reference", delta_weight=dw)
+    assert torch.equal(read2, read) and torch.equal(s2, s1)
+    assert torch.allclose(corr, read.reshape(B, N * r) @ dw.t(), atol=1e-6)
     z = x @ w.t()
     zq, zk, zv, zb = (c.reshape(B, N, r) for c in z.split(N * r, dim=1))
     q = torch.tanh(zq) / torch.tanh(zq).norm(dim=-1, keepdim=True)
@@ -257,6 +261,7 @@ def test_fused_step_validation_errors() -> None:
              ((x, w, bias, s0), {"write": torch.ones(2)}, "write must be a bool tensor"),
              ((x, w, bias, s0), {"valid": torch.ones(3, dtype=torch.bool)}, "valid must be a bool"),
              ((x, w, bias, s0), {"project": "gemv"}, "project must be one of"),
+             ((x, w, bias, s0), {"delta_weight": torch.zeros(4, 9)}, "delta_weight must be"),
              ((x, w, bias, s0), {"impl": "recurrent"}, "impl must be one of")]
     for args, kw, msg in cases:
         with pytest.raises(ValueError, match=msg):
@@ -407,12 +412,21 @@ def test_interp_fused_step_matches_reference(ran_in_child: bool, B: int, N: int,
     if ran_in_child:
         return
     x, w, bias, s0 = make_fused(B, N, r, d, dtype, seed=16)
+    dw = torch.randn(3 * d + 5, N * r, generator=torch.Generator().manual_seed(1))  # corrections
     masks = [(None, None), (torch.arange(B) % 2 == 0, torch.arange(B) != B - 1)]
     for write, valid in masks:
         got = dm.fused_step(x, w, bias, s0, write, valid, impl="triton", project=project)
         want = dm.fused_step(x, w, bias, s0, write, valid, impl="reference")
         for a, b in zip(got, want):
             assert a.dtype == torch.float32 and rel_err(a, b) < 1e-5
+        # with the correction epilogue (in the kernel for N = 1, a matmul after it for N > 1)
+        *same, corr = dm.fused_step(x, w, bias, s0, write, valid, impl="triton",
+                                    project=project, delta_weight=dw)
+        *_, corr_ref = dm.fused_step(x, w, bias, s0, write, valid, impl="reference",
+                                     delta_weight=dw)
+        assert all(torch.equal(a, b) for a, b in zip(same, got))
+        assert corr.dtype == dtype and corr.shape == (B, 3 * d + 5)
+        assert rel_err(corr, corr_ref) < (1e-5 if dtype == torch.float32 else 1e-2)
         if write is not None and B > 1:
             assert torch.equal(got[1][1], s0[1])  # not written: held bit for bit
         if valid is not None:
@@ -534,11 +548,17 @@ def test_triton_cuda_matches_reference(dtype: torch.dtype) -> None:
 def test_fused_step_cuda_matches_reference(project: str) -> None:
     x, w, bias, s0 = (t.cuda() for t in make_fused(4, 4, 8, 2560, torch.bfloat16, seed=17))
     write = torch.tensor([True, False, True, True], device="cuda")
-    got = dm.fused_step(x, w, bias, s0, write, impl="triton", project=project)
-    want = dm.fused_step(x, w, bias, s0, write, impl="reference")
-    for a, b in zip(got, want):
+    dw = torch.randn(4096 + 2560, 4 * 8, device="cuda")  # Qwen3-4B's q and o corrections
+    got = dm.fused_step(x, w, bias, s0, write, impl="triton", project=project, delta_weight=dw)
+    want = dm.fused_step(x, w, bias, s0, write, impl="reference", delta_weight=dw)
+    for a, b in zip(got[:2], want[:2]):
         assert rel_err(a, b) < 1e-4
+    assert rel_err(got[2], want[2]) < 1e-2  # bf16 corrections
     assert torch.equal(got[1][1], s0[1])
+    x1, w1, b1, s1 = (t.cuda() for t in make_fused(4, 1, 8, 2560, torch.bfloat16, seed=18))
+    got = dm.fused_step(x1, w1, b1, s1, impl="triton", project=project, delta_weight=dw[:, :8])
+    want = dm.fused_step(x1, w1, b1, s1, impl="reference", delta_weight=dw[:, :8])
+    assert rel_err(got[2], want[2]) < 1e-2  # N = 1: the in-kernel epilogue
 
 
 @pytest.mark.gpu

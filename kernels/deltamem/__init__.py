@@ -167,7 +167,8 @@ def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
 
 
 def _check_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state: torch.Tensor,
-                 write: torch.Tensor | None, valid: torch.Tensor | None, project: str) -> None:
+                 write: torch.Tensor | None, valid: torch.Tensor | None, project: str,
+                 delta_weight: torch.Tensor | None) -> None:
     if project not in PROJECTS:
         raise ValueError(f"project must be one of {PROJECTS}, got {project!r}")
     for name, t in (("x", x), ("weight", weight), ("bias", bias), ("state", state)):
@@ -192,6 +193,14 @@ def _check_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stat
                          f"blocks stacked), got {tuple(weight.shape)}")
     if tuple(bias.shape) != (N * r,):
         raise ValueError(f"bias must be [N·r] = {(N * r,)}, got {tuple(bias.shape)}")
+    if delta_weight is not None and (
+            not isinstance(delta_weight, torch.Tensor) or delta_weight.dim() != 2
+            or delta_weight.shape[1] != N * r or delta_weight.dtype != want
+            or delta_weight.device != state.device):
+        got = (f"{delta_weight.dtype} {tuple(delta_weight.shape)} on {delta_weight.device}"
+               if isinstance(delta_weight, torch.Tensor) else type(delta_weight).__name__)
+        raise ValueError(f"delta_weight must be a {want} tensor [outs, N·r] = [outs, {N * r}] "
+                         f"on {state.device} or None, got {got}")
     for name, t in (("write", write), ("valid", valid)):
         if t is not None and (not isinstance(t, torch.Tensor) or t.dtype != torch.bool
                               or tuple(t.shape) != (B,) or t.device != state.device):
@@ -204,7 +213,7 @@ def _check_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stat
 def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state: torch.Tensor,
                write: torch.Tensor | None = None, valid: torch.Tensor | None = None,
                impl: str = "auto", project: str = "kernel",
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               delta_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """One decode token straight from the layer input: projection, gate math, read, write.
 
     x: [B, d] attention input (any float dtype); weight: [4·N·r, d] fp32, the q, k, v and β
@@ -212,25 +221,28 @@ def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state:
     bias: [N·r] fp32 (β's bias); state: [B, N, r, r] fp32 (required: decode follows a prefill
     or a reset to zeros); write: [B] bool, False holds that sequence's state exactly (None =
     all written); valid: [B] bool, False marks padding, whose read is zero (None = all valid).
-    Returns (read [B, N, r] fp32, new state [B, N, r, r] fp32).
+    Returns (read [B, N, r] fp32, new state [B, N, r, r] fp32), and with `delta_weight`
+    ([outs, N·r] fp32: the low-rank correction weights of every corrected projection stacked,
+    scale included) also the corrections `read @ delta_weightᵀ` [B, outs] in x's dtype, which
+    the Triton kernel computes in the same launch when N = 1 (the projection epilogue).
 
     impl "triton" is one kernel launch: `project="kernel"` does the projection inside it too,
     `"matmul"` leaves it to one matmul before the launch. "auto" picks Triton for CUDA tensors
     when no gradient is needed, the reference (PyTorch, autograd-capable) otherwise.
     """
     _check_impl(impl, STEP_IMPLS)
-    _check_fused(x, weight, bias, state, write, valid, project)
+    _check_fused(x, weight, bias, state, write, valid, project, delta_weight)
     needs_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (x, weight, bias, state))
+        t is not None and t.requires_grad for t in (x, weight, bias, state, delta_weight))
     if impl == "auto":  # state carries the device, the r and (fp64 for gradcheck) the dtype
         impl = "triton" if state.is_cuda and _triton_usable(state) and not needs_grad \
             else "reference"
     if impl == "reference":
-        return reference.fused_step(x, weight, bias, state, write, valid)
+        return reference.fused_step(x, weight, bias, state, write, valid, delta_weight)
     _require_triton(state)
     if needs_grad:
         raise ValueError("impl='triton' fused_step has no backward; call it under "
                          "torch.no_grad() or use impl='reference' when gradients are needed")
     from kernels.deltamem import triton_scan
 
-    return triton_scan.fused_step(x, weight, bias, state, write, valid, project)
+    return triton_scan.fused_step(x, weight, bias, state, write, valid, project, delta_weight)

@@ -56,10 +56,12 @@ SPECS = (
          (("HAS_DSF", True), ("CKPT_T", triton_scan.CKPT))),
     Spec("step", triton_scan.deltamem_step_kernel, ("Q", "K", "V", "Beta", "Read"),
          ("SIn", "SOut"), ("R",)),
-    *(Spec(name, triton_scan.deltamem_fused_step_kernel, ("X",),
-           ("W", "Z", "Bias", "SIn", "Read", "SOut"), ("D", "N", "R"),
+    # the in-kernel projection with the correction epilogue, and the matmul variant without
+    *(Spec(name, triton_scan.deltamem_fused_step_kernel, ("X", "Corr"),
+           ("W", "Z", "Bias", "SIn", "Read", "SOut", "WD"), ("D", "N", "R", "OUTS"),
            (("PROJECT", project), ("HAS_WRITE", True), ("HAS_VALID", True),
-            ("BLOCK_D", triton_scan.fused_block_d),
+            ("EPILOGUE", project), ("BLOCK_D", triton_scan.fused_block_d),
+            ("BLOCK_O", triton_scan.fused_block_o),
             ("TANH_SMALL", triton_scan.TANH_SERIES_BELOW)), ("Write", "Valid"))
       for name, project in (("fused_step", True), ("fused_step_matmul", False))),
     Spec("chunk_transfer", triton_chunked.deltamem_chunk_transfer, ("K", "V", "Beta"),

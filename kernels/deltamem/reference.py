@@ -156,7 +156,7 @@ def gates(z: torch.Tensor, bias: torch.Tensor, N: int, r: int) -> tuple[torch.Te
 
 def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state: torch.Tensor,
                write: torch.Tensor | None, valid: torch.Tensor | None,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               delta_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """Decode step from the layer input (see `kernels.deltamem.fused_step`); autograd-capable."""
     B, N, r = state.shape[0], state.shape[1], state.shape[2]
     cd = compute_dtype(weight.dtype)
@@ -167,4 +167,7 @@ def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state:
     if valid is not None:  # padding reads zero
         q = q * valid.to(cd)[:, None, None]
     read, S = step(q, k, v, beta, state)
-    return read.to(cd), S
+    if delta_weight is None:
+        return read.to(cd), S
+    corr = (read.reshape(B, N * r) @ delta_weight.to(cd).t()).to(x.dtype)  # [B, outs]
+    return read.to(cd), S, corr

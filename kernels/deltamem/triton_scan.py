@@ -258,10 +258,12 @@ def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
 TANH_SERIES_BELOW = 0.125
 
 
-def deltamem_fused_step_kernel(X, W, Z, Bias, Write, Valid, SIn, Read, SOut, D, N, R,
+def deltamem_fused_step_kernel(X, W, Z, Bias, Write, Valid, SIn, Read, SOut, WD, Corr,
+                               D, N, R, OUTS,
                                PROJECT: tl.constexpr, HAS_WRITE: tl.constexpr,
-                               HAS_VALID: tl.constexpr, BLOCK_R: tl.constexpr,
-                               BLOCK_D: tl.constexpr, TANH_SMALL: tl.constexpr):
+                               HAS_VALID: tl.constexpr, EPILOGUE: tl.constexpr,
+                               BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+                               BLOCK_O: tl.constexpr, TANH_SMALL: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)  # b * N + n
     b = pid // N
     n = pid % N
@@ -327,15 +329,26 @@ def deltamem_fused_step_kernel(X, W, Z, Bias, Write, Valid, SIn, Read, SOut, D, 
     S = S * (1.0 - beta)[:, None] + (beta * (v - sk))[:, None] * k[None, :]
     tl.store(Read + b * NR + wrow, read, mask=rmask)
     tl.store(SOut + soff, S, mask=smask)
+    if EPILOGUE:  # N = 1: the low-rank corrections W^Δ read, [OUTS] in Corr's dtype
+        oo = tl.arange(0, BLOCK_O)
+        for o0 in range(0, OUTS, BLOCK_O):
+            omask = (o0 + oo) < OUTS
+            wd = tl.load(WD + (o0 + oo)[:, None] * R + rows[None, :],
+                         mask=omask[:, None] & rmask[None, :], other=0.0)  # [BLOCK_O, BLOCK_R]
+            corr = tl.sum(wd * read[None, :], axis=1)
+            tl.store(Corr + b * OUTS + o0 + oo, corr.to(Corr.dtype.element_ty), mask=omask)
 
 
 def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state: torch.Tensor,
                write: torch.Tensor | None, valid: torch.Tensor | None,
-               project: str = "kernel") -> tuple[torch.Tensor, torch.Tensor]:
+               project: str = "kernel", delta_weight: torch.Tensor | None = None,
+               ) -> tuple[torch.Tensor, ...]:
     """One launch per layer and token: projection (project="kernel"; "matmul" leaves it to one
     cuBLAS matmul first), tanh + L2 on q and k, sigmoid gate, masks, read, update.
     x [B, d]; weight [4·N·r, d] fp32; bias [N·r]; state [B, N, r, r] fp32; write/valid [B]
-    bool or None. Returns read [B, N, r] fp32 and the new state."""
+    bool or None; delta_weight [outs, N·r] fp32 or None. Returns read [B, N, r] fp32, the new
+    state and, with delta_weight, corrections [B, outs] = read @ delta_weightᵀ in x's dtype
+    (computed in the same launch when N = 1, by one matmul after it otherwise)."""
     B, N, r = state.shape[0], state.shape[1], state.shape[2]
     d = x.shape[1]
     block, warps = launch_config(r)
@@ -343,17 +356,32 @@ def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state:
     z = (x.float() @ weight.t()).contiguous() if project == "matmul" else x  # [B, 4·N·r]
     read = empty((B, N, r), torch.float32, x.device)
     new_state = empty(state.shape, torch.float32, x.device)
+    epilogue = delta_weight is not None and N == 1
+    outs = delta_weight.shape[0] if delta_weight is not None else 0
+    corr = empty((B, outs), x.dtype, x.device) if epilogue else read
+    wd = delta_weight.contiguous() if epilogue else weight
     kernel(deltamem_fused_step_kernel)[(B * N,)](
         x, weight, z, bias, write if write is not None else bias,
-        valid if valid is not None else bias, state, read, new_state, d, N, r,
+        valid if valid is not None else bias, state, read, new_state, wd, corr, d, N, r, outs,
         PROJECT=project == "kernel", HAS_WRITE=write is not None, HAS_VALID=valid is not None,
-        BLOCK_R=block, BLOCK_D=fused_block_d(r), TANH_SMALL=TANH_SERIES_BELOW, num_warps=warps,
-        enable_fp_fusion=True)
-    return read, new_state
+        EPILOGUE=epilogue, BLOCK_R=block, BLOCK_D=fused_block_d(r), BLOCK_O=fused_block_o(r),
+        TANH_SMALL=TANH_SERIES_BELOW, num_warps=warps, enable_fp_fusion=True)
+    if delta_weight is None:
+        return read, new_state
+    if not epilogue:  # N > 1: every correction mixes all N heads' reads
+        corr = (read.reshape(B, N * r) @ delta_weight.t()).to(x.dtype)
+    return read, new_state, corr
+
+
+def fused_block_o(r: int) -> int:
+    """Output rows per epilogue tile [BLOCK_O, BLOCK_R]: 8 fp32 weights per thread."""
+    block, warps = launch_config(r)
+    return max(16, 8 * 32 * warps // block)
 
 
 def fused_block_d(r: int) -> int:
-    """d-block of the in-kernel projection: 16 fp32 elements per thread in each of the 4 weight
-    tiles [BLOCK_R, BLOCK_D] (BLOCK_D = 128 spilled 496 bytes at r = 64 on sm_90)."""
+    """d-block of the in-kernel projection: 8 fp32 elements per thread in each of the 4 weight
+    tiles [BLOCK_R, BLOCK_D]. At r = 64 on sm_90, 32 per thread (BLOCK_D = 128) spilled 496
+    bytes, and 16 per thread spilled 32 once the correction epilogue was added."""
     block, warps = launch_config(r)
-    return max(16, 16 * 32 * warps // block)
+    return max(16, 8 * 32 * warps // block)

@@ -102,7 +102,7 @@ class Adapter(nn.Module):
     def _post_forward(self, *a: Any) -> None:
         self.io.valid, self.io.ids, self.io.step_masks = None, None, None
         for layer in self.layers.values():
-            layer._reads = None
+            layer._reads, layer._corr = None, None
 
 
 def _attention_modules(model: nn.Module) -> list[nn.Module]:

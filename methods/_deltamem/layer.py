@@ -83,6 +83,8 @@ class MemoryLayer(nn.Module):
         self._reads: torch.Tensor | None = None  # [B, T, R] between the q and the o hook
         self._stacked: tuple | None = None  # (versions, [4R, d] stacked q/k/v/β weights) for decode
         self._scaled: dict[str, tuple] = {}  # head -> (version, (α/r)·W^Δ) for inference
+        self._corr: dict[str, torch.Tensor] | None = None  # head -> [B, 1, out] corrections of a decode step
+        self._stacked_delta: tuple | None = None  # (versions, stacked (α/r)·W^Δ, head -> rows)
 
     @torch.no_grad()
     def init_from_base(self, base: dict[str, torch.Tensor]) -> None:
@@ -96,7 +98,7 @@ class MemoryLayer(nn.Module):
 
     # -- state --------------------------------------------------------------------------------
     def reset(self) -> None:
-        self.state, self._key, self._reads = None, None, None
+        self.state, self._key, self._reads, self._corr = None, None, None, None
 
     def _state_for(self, x: torch.Tensor) -> torch.Tensor:
         B, key = x.shape[0], (x.shape[0], x.device, x.dtype)
@@ -133,6 +135,27 @@ class MemoryLayer(nn.Module):
             self._stacked = (key, torch.cat(ws).detach())
         return self._stacked[1]
 
+    def _scaled_weight(self, head: str) -> torch.Tensor:
+        """(α/r)·W^Δ of one head, cached until the weight changes (inference only)."""
+        w = self.delta[head].weight
+        key = (w.data_ptr(), w._version)
+        cached = self._scaled.get(head)
+        if cached is None or cached[0] != key:
+            cached = self._scaled[head] = (key, (self.scale * w).detach())
+        return cached[1]
+
+    def correction_weight(self) -> tuple[torch.Tensor, dict[str, slice]]:
+        """All heads' (α/r)·W^Δ stacked [Σ outs, N·r] for the decode epilogue, and each head's rows;
+        cached while no weight changes (inference only)."""
+        ws = [lin.weight for lin in self.delta.values()]
+        key = tuple((w.data_ptr(), w._version) for w in ws)
+        if self._stacked_delta is None or self._stacked_delta[0] != key:
+            rows, start = {}, 0
+            for h, w in zip(self.delta, ws):
+                rows[h], start = slice(start, start + w.shape[0]), start + w.shape[0]
+            self._stacked_delta = (key, (self.scale * torch.cat(ws)).detach(), rows)
+        return self._stacked_delta[1], self._stacked_delta[2]
+
     def read_write(self, x: torch.Tensor, io: Io) -> torch.Tensor:
         """x: [B, T, d] (the attention input). Returns reads [B, T, N*r] fp32 and advances the state."""
         from kernels import deltamem as K
@@ -147,7 +170,14 @@ class MemoryLayer(nn.Module):
                 write = (io.ids[:, 0] >= 0) if io.ids is not None else torch.zeros(B, dtype=torch.bool, device=x.device)
                 io.step_masks = (write if valid is None else write & valid, valid)  # padding is never written
             write, valid = io.step_masks
-            reads, self.state = K.fused_step(x[:, 0], self.stacked_weight(), self.beta_bias, S, write, valid, impl=io.impl)
+            if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+                reads, self.state = K.fused_step(x[:, 0], self.stacked_weight(), self.beta_bias, S, write, valid, impl=io.impl)
+                return reads.reshape(B, 1, self.width)
+            # inference: the q/o corrections come out of the same step (the kernel's epilogue on GPU)
+            dw, rows = self.correction_weight()
+            reads, self.state, corr = K.fused_step(x[:, 0], self.stacked_weight(), self.beta_bias, S, write, valid,
+                                                   impl=io.impl, delta_weight=dw)
+            self._corr = {h: corr[:, None, sl] for h, sl in rows.items()}
             return reads.reshape(B, 1, self.width)
         h = x.float()
         valid = io.valid if io.valid is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
@@ -204,12 +234,9 @@ class MemoryLayer(nn.Module):
         """out + (α/r) W^Δ_head r_t, for the projection ``head`` whose output is ``out``."""
         if self._reads is None:
             raise RuntimeError(f"δ-mem layer {self.layer_idx}: {head}_proj ran before q_proj; this attention class is not supported")
-        w = self.delta[head].weight
-        if torch.is_grad_enabled() and w.requires_grad:
+        if self._corr is not None:  # computed with the decode step
+            return out + self._corr[head]
+        if torch.is_grad_enabled() and self.delta[head].weight.requires_grad:
             return out + (self.scale * self.delta[head](self._reads)).to(out.dtype)
         # inference: (α/r)·W^Δ cached, one op fewer per head and token (exact when α/r is a power of two)
-        key = (w.data_ptr(), w._version)
-        cached = self._scaled.get(head)
-        if cached is None or cached[0] != key:
-            cached = self._scaled[head] = (key, (self.scale * w).detach())
-        return out + F.linear(self._reads, cached[1]).to(out.dtype)
+        return out + F.linear(self._reads, self._scaled_weight(head)).to(out.dtype)
