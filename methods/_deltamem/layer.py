@@ -130,7 +130,7 @@ class MemoryLayer(nn.Module):
         ws = (self.memory_q_proj.weight, self.memory_k_proj.weight, self.memory_v_proj.weight, self.beta_proj.weight)
         if torch.is_grad_enabled() and any(w.requires_grad for w in ws):
             return torch.cat(ws)
-        key = tuple((w.data_ptr(), w._version) for w in ws)
+        key = (torch.is_inference_mode_enabled(), *((w.data_ptr(), w._version) for w in ws))  # inference tensors stay in inference mode
         if self._stacked is None or self._stacked[0] != key:
             self._stacked = (key, torch.cat(ws).detach())
         return self._stacked[1]
@@ -138,7 +138,7 @@ class MemoryLayer(nn.Module):
     def _scaled_weight(self, head: str) -> torch.Tensor:
         """(α/r)·W^Δ of one head, cached until the weight changes (inference only)."""
         w = self.delta[head].weight
-        key = (w.data_ptr(), w._version)
+        key = (torch.is_inference_mode_enabled(), w.data_ptr(), w._version)
         cached = self._scaled.get(head)
         if cached is None or cached[0] != key:
             cached = self._scaled[head] = (key, (self.scale * w).detach())
@@ -148,7 +148,7 @@ class MemoryLayer(nn.Module):
         """All heads' (α/r)·W^Δ stacked [Σ outs, N·r] for the decode epilogue, and each head's rows;
         cached while no weight changes (inference only)."""
         ws = [lin.weight for lin in self.delta.values()]
-        key = tuple((w.data_ptr(), w._version) for w in ws)
+        key = (torch.is_inference_mode_enabled(), *((w.data_ptr(), w._version) for w in ws))  # inference tensors stay in inference mode
         if self._stacked_delta is None or self._stacked_delta[0] != key:
             rows, start = {}, 0
             for h, w in zip(self.delta, ws):
