@@ -5,9 +5,11 @@
 #
 #   bash benchmarks/gpu_check.sh [OUTDIR]      # default OUTDIR: benchmarks/results/gpu
 #
-# Needs python3 with torch (CUDA), triton, transformers==5.24.0, psutil, pytest. Wheels placed
-# in .whl/ (e.g. `pip download --no-deps transformers==5.24.0 -d .whl`) are installed first into
-# /tmp/site, for machines that cannot reach a package index. Each step's output is kept in
+# Needs python3 with torch (CUDA), triton, transformers==5.24.0, hydra-core, omegaconf, psutil
+# and pytest. Wheels placed in .whl/ are installed first into /tmp/site, for machines that cannot
+# reach a package index; e.g. for an image that has torch, triton and transformers 5.17:
+#   pip download --no-deps -d .whl transformers==5.24.0 hydra-core==1.3.8 omegaconf==2.3.1
+#   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3 Each step's output is kept in
 # OUTDIR; a failing step is reported and the next one still runs.
 set -uo pipefail
 out=${1:-${OUT:-benchmarks/results/gpu}}
