@@ -353,6 +353,8 @@ def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state:
     d = x.shape[1]
     block, warps = launch_config(r)
     x, weight, bias, state = (t.contiguous() for t in (x, weight, bias, state))
+    # masks are often a column of a [B, T] mask: strided, and the kernel indexes them densely
+    write, valid = (None if m is None else m.contiguous() for m in (write, valid))
     z = (x.float() @ weight.t()).contiguous() if project == "matmul" else x  # [B, 4·N·r]
     read = empty((B, N, r), torch.float32, x.device)
     new_state = empty(state.shape, torch.float32, x.device)
