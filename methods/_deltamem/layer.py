@@ -115,13 +115,10 @@ class MemoryLayer(nn.Module):
     # -- compute ------------------------------------------------------------------------------
     def project(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """h: [B, T, d] fp32 -> q, k, v, β each [B, T, N, r]; tanh + L2 per state on q and k."""
-        B, T, _ = h.shape
-        shape = (B, T, self.spec.num_states, self.spec.rank)
-        q = F.normalize(torch.tanh(self.memory_q_proj(h)).view(shape), dim=-1, eps=1e-6)  # x / max(|x|, 1e-6)
-        k = F.normalize(torch.tanh(self.memory_k_proj(h)).view(shape), dim=-1, eps=1e-6)
-        v = self.memory_v_proj(h).view(shape)
-        beta = torch.sigmoid(self.beta_proj(h) + self.beta_bias).view(shape)
-        return q, k, v, beta
+        from kernels.deltamem.reference import gates
+
+        # one matmul for the four projections, then the gate math the decode step uses too
+        return gates(F.linear(h, self.stacked_weight()), self.beta_bias, self.spec.num_states, self.spec.rank)
 
     def stacked_weight(self) -> torch.Tensor:
         """[4·N·r, d]: W_q, W_k, W_v, W_β stacked for ``kernels.deltamem.fused_step``. Cached while
