@@ -48,7 +48,7 @@ def _row(i: int, slices: dict, score: float, state: int, n_tokens: int, gpu: int
 
 
 def write_run(folder: Path, method: str, task: str, model: str, rows: list[dict], status: str = "ok",
-              error: dict | None = None, gpu: bool = False) -> Path:
+              error: dict | None = None, gpu: bool = False, method_info: dict | None = None) -> Path:
     """A run folder as the harness writes it, with known values."""
     summary = summarize(rows)
     load = {"load_s": 1.5, "weights_bytes": 4 * MIB, "dtype": "float32", "device": "cuda:0" if gpu else "cpu", "host_peak_rss_bytes": 400 * MIB}
@@ -57,7 +57,8 @@ def write_run(folder: Path, method: str, task: str, model: str, rows: list[dict]
         if not gpu:
             load[k + "_reason"] = NO_GPU
     summary.update({"status": status, "error": error, "method": method, "task": task, "model": model, "method_config": {},
-                    "task_config": {}, "run": {"warmup": 0}, "load": load if status == "ok" else {}, "wall_s": 12.0, "seed": 0})
+                    "task_config": {}, "run": {"warmup": 0}, "load": load if status == "ok" else {}, "wall_s": 12.0, "seed": 0,
+                    "method_info": method_info or {"name": method}})
     env = {"date": "2026-01-02T03:04:05+00:00", "python": "3.11.7", "cpu": "Test CPU", "cpu_threads": 8, "torch_threads": 8,
            "gpu_count": 1 if gpu else 0, "gpus": [{"name": "Test GPU", "memory_bytes": 80 * 2**30}] if gpu else [],
            "cuda": "12.4" if gpu else None, "driver": "550.0" if gpu else None, "versions": {"torch": "2.4.0", "transformers": "5.24.0"},
@@ -81,7 +82,8 @@ def site(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
     write_run(runs / "sweep/0", "full_kv", "needle", "tiny", grid_rows(lambda n, d: 1.0, lambda n: n * 1024))
     write_run(runs / "sweep/1", "window", "needle", "tiny", grid_rows(lambda n, d: float(d == 100), lambda n: 64 * 1024))
-    write_run(runs / "sweep/2", "no_memory", "needle", "tiny", grid_rows(lambda n, d: 0.0, lambda n: 0, n_tokens=1, prediction=XSS))
+    write_run(runs / "sweep/2", "no_memory", "needle", "tiny", grid_rows(lambda n, d: 0.0, lambda n: 0, n_tokens=1, prediction=XSS),
+              method_info={"name": "no_memory", "adapter": XSS, "heads": ["q", "o"]})
     write_run(runs / "gpu/0", "full_kv", "needle", "tiny-gpu", grid_rows(lambda n, d: 1.0, lambda n: n * 2048, gpu=2 * 2**30), gpu=True)
     recall = [_row(i, {"n_facts": k}, 1.0, 1000 * k, 3, None, "yes" + " <long>" * 100) for i, k in enumerate((1, 2, 4))]
     write_run(runs / "other/0", "full_kv", "recall", "tiny", recall)
@@ -119,6 +121,18 @@ def test_model_output_and_errors_are_escaped(site: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp;" in md and r"\| piped" in md  # a pipe cannot split the table row
     failed = (site / "runs/window__recall__tiny.html").read_text()
     assert "RuntimeError: boom &lt;b&gt;bold&lt;/b&gt;" in failed  # the traceback is shown, escaped
+
+
+def test_run_page_shows_what_the_method_reported(site: Path) -> None:
+    """method_info (protocol, adapter provenance, kernel, ...) is shown, escaped, on the run page;
+    a run whose method reported nothing beyond its name gets no Method section."""
+    html = (site / "runs/no_memory__needle__tiny.html").read_text()
+    section = html[html.index("<h2>Method</h2>"):html.index("<h2>Config</h2>")]
+    assert "<th>adapter</th>" in section and "&lt;script&gt;alert(1)&lt;/script&gt;" in section
+    assert "<th>heads</th>" in section and "[&#34;q&#34;, &#34;o&#34;]" in section
+    md = (site / "runs/no_memory__needle__tiny.md").read_text()
+    assert re.search(r"^\| adapter \| &lt;script&gt;alert\(1\)&lt;/script&gt; &amp; .* \\\| piped \|$", md, re.M), md
+    assert "<h2>Method</h2>" not in (site / "runs/full_kv__recall__tiny.html").read_text()
 
 
 def test_long_strings_are_cut_with_the_full_text_one_click_away(site: Path) -> None:
