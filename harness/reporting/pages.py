@@ -144,7 +144,7 @@ def run_page(run: Run, raw: list[str]) -> dict[str, Any]:
     ctx["samples"] = samples(run, notes)
     # what the method reported about itself (protocol, adapter provenance, kernel, fallbacks, ...)
     ctx["method_info"] = [(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
-                          for k, v in (run.summary.get("method_info") or {}).items() if k != "name"]
+                          for k, v in (run.summary.get("method_info") or {}).items() if k != "name" and v not in ("", None)]
     fallback = {k: run.summary.get(k) for k in ("method_config", "task_config", "run", "seed")}
     ctx["config"] = run.config_text if run.config_text is not None else json.dumps(fallback, indent=2, default=str)
     ctx["config_from"] = "config.yaml" if run.config_text is not None else "summary.json (config.yaml is missing)"
