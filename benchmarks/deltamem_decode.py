@@ -30,12 +30,14 @@ import statistics
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from harness.env import _cpu_model
+from harness.env import cpu_model
 from harness.measure import Clock
 from harness.models import ModelConfig, load
+from harness.stats import describe
 from methods._lm import forward_chunks
 from methods.deltamem import attach, detach, install, reset_state
 
@@ -128,11 +130,6 @@ def ops_per_token(model: Any, ids: list[int], chunk: int) -> Counter[str]:
     return counter.ops
 
 
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="gemma3_gguf",
@@ -190,10 +187,12 @@ def main() -> None:
     for name, rs in runs.items():
         tps = [len(lat) / sum(lat) for _, lat in rs]
         lat = [x for _, ls in rs for x in ls]
+        tps_lo, tps_hi = np.percentile(tps, [2.5, 97.5])
+        lat_stats = describe(lat)
         rows[name] = dict(prefill=statistics.median(p for p, _ in rs), tps=statistics.median(tps),
-                          tps_lo=pct(tps, 0.025), tps_hi=pct(tps, 0.975), p50=pct(lat, 0.5) * 1e3,
-                          p95=pct(lat, 0.95) * 1e3, ops=sum(ops[name].values()))
-    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {_cpu_model()} ({torch.get_num_threads()} threads)"
+                          tps_lo=tps_lo, tps_hi=tps_hi, p50=lat_stats["p50"] * 1e3,
+                          p95=lat_stats["p95"] * 1e3, ops=sum(ops[name].values()))
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {cpu_model()} ({torch.get_num_threads()} threads)"
     kernel = a.kernel if a.kernel != "auto" else ("triton" if device.type == "cuda" else "reference")
     added = Counter(ops["deltamem"]) - Counter(ops["bare"])
     lines = [

@@ -17,7 +17,7 @@ LIBS = ["torch", "transformers", "triton", "hydra-core", "accelerate", "numpy", 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -67,7 +67,7 @@ def collect(seed: int | None = None) -> dict[str, Any]:
         "hostname": platform.node(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_threads": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "host_memory_bytes": psutil.virtual_memory().total,

@@ -78,6 +78,11 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch
         raise ValueError(f"state must be on q's device {q.device}, got {state.device}")
 
 
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd will record a call on these tensors (None entries ignored)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _triton_usable(q: torch.Tensor) -> bool:
     if q.dtype == torch.float64 or q.shape[-1] > MAX_TRITON_R:
         return False
@@ -119,8 +124,7 @@ def scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
     _require_triton(q)
     from kernels.deltamem import triton_chunked, triton_scan
 
-    needs_grad = torch.is_grad_enabled() and any(
-        x is not None and x.requires_grad for x in (q, k, v, beta, state))
+    needs_grad = _needs_grad(q, k, v, beta, state)
     r = q.shape[-1]
     if impl == "triton":
         impl = ("triton_chunked" if not needs_grad and r <= triton_chunked.MAX_CHUNKED_R
@@ -151,8 +155,7 @@ def step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
         B, N, r = q.shape
         dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
         state = torch.zeros(B, N, r, r, dtype=dtype, device=q.device)
-    needs_grad = torch.is_grad_enabled() and any(
-        x.requires_grad for x in (q, k, v, beta, state))
+    needs_grad = _needs_grad(q, k, v, beta, state)
     if impl == "auto":
         impl = "triton" if q.is_cuda and _triton_usable(q) and not needs_grad else "reference"
     if impl == "reference":
@@ -232,8 +235,7 @@ def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state:
     """
     _check_impl(impl, STEP_IMPLS)
     _check_fused(x, weight, bias, state, write, valid, project, delta_weight)
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, bias, state, delta_weight))
+    needs_grad = _needs_grad(x, weight, bias, state, delta_weight)
     if impl == "auto":  # state carries the device, the r and (fp64 for gradcheck) the dtype
         impl = "triton" if state.is_cuda and _triton_usable(state) and not needs_grad \
             else "reference"

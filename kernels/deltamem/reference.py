@@ -161,9 +161,8 @@ def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state:
     B, N, r = state.shape[0], state.shape[1], state.shape[2]
     cd = compute_dtype(weight.dtype)
     q, k, v, beta = gates(x.to(cd) @ weight.to(cd).t(), bias.to(cd), N, r)  # [B, N, r] each
-    if write is not None:  # not written: β = 0 holds the state exactly
-        w = write.to(cd)[:, None, None]
-        k, v, beta = k * w, v * w, beta * w
+    if write is not None:  # not written: β = 0 holds the state exactly (λ = 1, no write term)
+        beta = beta * write.to(cd)[:, None, None]
     if valid is not None:  # padding reads zero
         q = q * valid.to(cd)[:, None, None]
     read, S = step(q, k, v, beta, state)

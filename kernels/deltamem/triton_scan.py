@@ -296,31 +296,22 @@ def deltamem_fused_step_kernel(X, W, Z, Bias, Write, Valid, SIn, Read, SOut, WD,
         zk = tl.load(zrow + NR, mask=rmask, other=0.0)
         zv = tl.load(zrow + 2 * NR, mask=rmask, other=0.0)
         zb = tl.load(zrow + 3 * NR, mask=rmask, other=0.0)
-    # q, k = L2norm(tanh(z)); padded lanes are 0 and stay 0
-    aq = tl.abs(zq)
-    eq = tl.exp(-2.0 * aq)
-    sq = zq * zq
-    tq = tl.where(aq < TANH_SMALL,
-                  aq * (1.0 + sq * (-1.0 / 3.0 + sq * (2.0 / 15.0 + sq * (-17.0 / 315.0)))),
-                  (1.0 - eq) / (1.0 + eq))
-    q = tl.where(zq < 0, -tq, tq)
-    ak = tl.abs(zk)
-    ek = tl.exp(-2.0 * ak)
-    sk2 = zk * zk
-    tk = tl.where(ak < TANH_SMALL,
-                  ak * (1.0 + sk2 * (-1.0 / 3.0 + sk2 * (2.0 / 15.0 + sk2 * (-17.0 / 315.0)))),
-                  (1.0 - ek) / (1.0 + ek))
-    k = tl.where(zk < 0, -tk, tk)
-    q = q / tl.maximum(tl.sqrt(tl.sum(q * q, axis=0)), 1e-6)
-    k = k / tl.maximum(tl.sqrt(tl.sum(k * k, axis=0)), 1e-6)
+    # q, k = L2norm(tanh(z)), both at once as the columns of [BLOCK_R, 2]; padded lanes stay 0
+    z = tl.join(zq, zk)
+    a = tl.abs(z)
+    e = tl.exp(-2.0 * a)
+    z2 = z * z
+    t = tl.where(a < TANH_SMALL,
+                 a * (1.0 + z2 * (-1.0 / 3.0 + z2 * (2.0 / 15.0 + z2 * (-17.0 / 315.0)))),
+                 (1.0 - e) / (1.0 + e))
+    t = tl.where(z < 0, -t, t)
+    t = t / tl.maximum(tl.sqrt(tl.sum(t * t, axis=0)), 1e-6)[None, :]
+    q, k = tl.split(t)
     beta = tl.sigmoid(zb + tl.load(Bias + wrow, mask=rmask, other=0.0))
     beta = tl.where(rmask, beta, 0.0)
     v = zv
     if HAS_WRITE:  # 0: hold the state exactly (β = 0 ⇒ λ = 1, no write)
-        w = tl.load(Write + b + rows * 0).to(tl.float32)  # [BLOCK_R], one value
-        beta = beta * w
-        k = k * w
-        v = v * w
+        beta = beta * tl.load(Write + b + rows * 0).to(tl.float32)  # [BLOCK_R], one value
     if HAS_VALID:  # 0: padding, whose read is zero
         q = q * tl.load(Valid + b + rows * 0).to(tl.float32)
     S = tl.load(SIn + soff, mask=smask, other=0.0)

@@ -13,6 +13,7 @@ they are tiny, and the inputs to a tanh/L2 norm and a long recurrence should not
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -81,10 +82,8 @@ class MemoryLayer(nn.Module):
         self.state: torch.Tensor | None = None  # [B, N, r, r] fp32
         self._key: tuple | None = None  # (batch, device, input dtype) the state belongs to
         self._reads: torch.Tensor | None = None  # [B, T, R] between the q and the o hook
-        self._stacked: tuple | None = None  # (versions, [4R, d] stacked q/k/v/β weights) for decode
-        self._scaled: dict[str, tuple] = {}  # head -> (version, (α/r)·W^Δ) for inference
+        self._cache: dict[str, tuple] = {}  # derived weights: name -> (key of their sources, value)
         self._corr: dict[str, torch.Tensor] | None = None  # head -> [B, 1, out] corrections of a decode step
-        self._stacked_delta: tuple | None = None  # (versions, stacked (α/r)·W^Δ, head -> rows)
 
     @torch.no_grad()
     def init_from_base(self, base: dict[str, torch.Tensor]) -> None:
@@ -120,38 +119,34 @@ class MemoryLayer(nn.Module):
         # one matmul for the four projections, then the gate math the decode step uses too
         return gates(F.linear(h, self.stacked_weight()), self.beta_bias, self.spec.num_states, self.spec.rank)
 
+    def _derived(self, name: str, sources: list[torch.Tensor], build) -> Any:
+        """``build()`` cached until a source weight changes (in-place updates bump ``_version``) or
+        inference mode flips (inference tensors must not leak into autograd)."""
+        key = (torch.is_inference_mode_enabled(), *((w.data_ptr(), w._version) for w in sources))
+        hit = self._cache.get(name)
+        if hit is None or hit[0] != key:
+            hit = self._cache[name] = (key, build())
+        return hit[1]
+
     def stacked_weight(self) -> torch.Tensor:
-        """[4·N·r, d]: W_q, W_k, W_v, W_β stacked for ``kernels.deltamem.fused_step``. Cached while
-        no weight changes (in-place updates bump ``_version``); rebuilt, differentiably, when
-        gradients are on."""
-        ws = (self.memory_q_proj.weight, self.memory_k_proj.weight, self.memory_v_proj.weight, self.beta_proj.weight)
+        """[4·N·r, d]: W_q, W_k, W_v, W_β stacked, as ``kernels.deltamem.fused_step`` takes them.
+        Built differentiably when gradients are on, cached otherwise."""
+        ws = [self.memory_q_proj.weight, self.memory_k_proj.weight, self.memory_v_proj.weight, self.beta_proj.weight]
         if torch.is_grad_enabled() and any(w.requires_grad for w in ws):
             return torch.cat(ws)
-        key = (torch.is_inference_mode_enabled(), *((w.data_ptr(), w._version) for w in ws))  # inference tensors stay in inference mode
-        if self._stacked is None or self._stacked[0] != key:
-            self._stacked = (key, torch.cat(ws).detach())
-        return self._stacked[1]
-
-    def _scaled_weight(self, head: str) -> torch.Tensor:
-        """(α/r)·W^Δ of one head, cached until the weight changes (inference only)."""
-        w = self.delta[head].weight
-        key = (torch.is_inference_mode_enabled(), w.data_ptr(), w._version)
-        cached = self._scaled.get(head)
-        if cached is None or cached[0] != key:
-            cached = self._scaled[head] = (key, (self.scale * w).detach())
-        return cached[1]
+        return self._derived("stacked", ws, lambda: torch.cat(ws).detach())
 
     def correction_weight(self) -> tuple[torch.Tensor, dict[str, slice]]:
-        """All heads' (α/r)·W^Δ stacked [Σ outs, N·r] for the decode epilogue, and each head's rows;
-        cached while no weight changes (inference only)."""
+        """(α/r)·W^Δ of every corrected head stacked [Σ outs, N·r], and each head's rows (inference only)."""
         ws = [lin.weight for lin in self.delta.values()]
-        key = (torch.is_inference_mode_enabled(), *((w.data_ptr(), w._version) for w in ws))  # inference tensors stay in inference mode
-        if self._stacked_delta is None or self._stacked_delta[0] != key:
+
+        def build() -> tuple[torch.Tensor, dict[str, slice]]:
             rows, start = {}, 0
             for h, w in zip(self.delta, ws):
                 rows[h], start = slice(start, start + w.shape[0]), start + w.shape[0]
-            self._stacked_delta = (key, (self.scale * torch.cat(ws)).detach(), rows)
-        return self._stacked_delta[1], self._stacked_delta[2]
+            return (self.scale * torch.cat(ws)).detach(), rows
+
+        return self._derived("delta", ws, build)
 
     def read_write(self, x: torch.Tensor, io: Io) -> torch.Tensor:
         """x: [B, T, d] (the attention input). Returns reads [B, T, N*r] fp32 and advances the state."""
@@ -167,14 +162,13 @@ class MemoryLayer(nn.Module):
                 write = (io.ids[:, 0] >= 0) if io.ids is not None else torch.zeros(B, dtype=torch.bool, device=x.device)
                 io.step_masks = (write if valid is None else write & valid, valid)  # padding is never written
             write, valid = io.step_masks
-            if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
-                reads, self.state = K.fused_step(x[:, 0], self.stacked_weight(), self.beta_bias, S, write, valid, impl=io.impl)
-                return reads.reshape(B, 1, self.width)
-            # inference: the q/o corrections come out of the same step (the kernel's epilogue on GPU)
-            dw, rows = self.correction_weight()
-            reads, self.state, corr = K.fused_step(x[:, 0], self.stacked_weight(), self.beta_bias, S, write, valid,
-                                                   impl=io.impl, delta_weight=dw)
-            self._corr = {h: corr[:, None, sl] for h, sl in rows.items()}
+            # at inference the q/o corrections come out of the same step (the kernel's epilogue on GPU)
+            training = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+            dw, rows = (None, {}) if training else self.correction_weight()
+            reads, self.state, *corr = K.fused_step(x[:, 0], self.stacked_weight(), self.beta_bias, S, write, valid,
+                                                    impl=io.impl, delta_weight=dw)
+            if corr:
+                self._corr = {h: corr[0][:, None, sl] for h, sl in rows.items()}
             return reads.reshape(B, 1, self.width)
         h = x.float()
         valid = io.valid if io.valid is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
@@ -235,5 +229,6 @@ class MemoryLayer(nn.Module):
             return out + self._corr[head]
         if torch.is_grad_enabled() and self.delta[head].weight.requires_grad:
             return out + (self.scale * self.delta[head](self._reads)).to(out.dtype)
-        # inference: (α/r)·W^Δ cached, one op fewer per head and token (exact when α/r is a power of two)
-        return out + F.linear(self._reads, self._scaled_weight(head)).to(out.dtype)
+        # inference: the cached (α/r)·W^Δ rows, one op fewer per head and token (exact when α/r is a power of two)
+        dw, rows = self.correction_weight()
+        return out + F.linear(self._reads, dw[rows[head]]).to(out.dtype)
