@@ -76,6 +76,8 @@ def measure_sample(method: Any, lm: LoadedModel, ctx: Any, q: Any, max_new: int,
     m: dict[str, Any] = {"context_tokens": ctx_tokens, "question_tokens": len(q.ids), "n_tokens": n}
     m["ingest_s"] = ingest_s
     m["ingest_tok_per_s"] = ctx_tokens / ingest_s if ingest_s > 0 else None
+    if m["ingest_tok_per_s"] is None:
+        m["ingest_tok_per_s_reason"] = "ingest took no measurable time"
     m["ttft_query_s"] = ans[1] if n else None
     m["ttft_cold_s"] = ingest_s + ans[1] if n else None
     m["itl_s"] = [b - a for a, b in zip(ans[1:], ans[2:])]
