@@ -67,6 +67,10 @@ def _perfectly_correlated(k: int, m: int, right: float = 1.0, wrong: float = 0.0
     return scores, [f"ctx{c}" for c in range(k) for _ in range(m)]
 
 
+def _width(acc: dict) -> float:
+    return acc["ci95"][1] - acc["ci95"][0]
+
+
 def test_shared_contexts_widen_the_binary_interval() -> None:
     scores, ctx = _perfectly_correlated(10, 4)
     naive, clustered = accuracy_interval(scores), accuracy_interval(scores, ctx)
@@ -74,8 +78,7 @@ def test_shared_contexts_widen_the_binary_interval() -> None:
     assert clustered["n"] == 40 and clustered["n_contexts"] == 10
     # fully correlated answers carry as much as one answer per context (9 = k - 1 after the small-k correction)
     assert clustered["n_eff"] == pytest.approx(9.0)
-    width = lambda a: a["ci95"][1] - a["ci95"][0]  # noqa: E731
-    assert width(clustered) > 1.5 * width(naive)
+    assert _width(clustered) > 1.5 * _width(naive)
 
 
 def test_independent_answers_in_shared_contexts_cost_little() -> None:
@@ -96,7 +99,7 @@ def test_shared_contexts_widen_the_continuous_interval() -> None:
     scores, ctx = _perfectly_correlated(10, 4, right=0.8, wrong=0.3)
     naive, clustered = accuracy_interval(scores), accuracy_interval(scores, ctx)
     assert naive["ci_method"] == "bootstrap" and clustered["ci_method"] == "cluster_bootstrap"
-    assert clustered["ci95"][1] - clustered["ci95"][0] > 1.5 * (naive["ci95"][1] - naive["ci95"][0])
+    assert _width(clustered) > 1.5 * _width(naive)
     assert clustered["ci95"][0] < 0.55 < clustered["ci95"][1]
 
 
