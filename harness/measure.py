@@ -18,6 +18,14 @@ import psutil
 import torch
 
 SAMPLE_PERIOD_S = 0.005
+# NVML per-process readings that are not a byte count (higher = closer to a value)
+PROC_UNSUPPORTED, PROC_NOT_LISTED, PROC_NO_VALUE = -3, -2, -1
+PROC_REASONS = {
+    PROC_UNSUPPORTED: "NVML per-process query not supported",
+    PROC_NOT_LISTED: ("this process's PID is not among NVML's compute processes on this GPU "
+                      "(usual in a container, where NVML lists host PIDs)"),
+    PROC_NO_VALUE: "NVML lists this process but reports no per-process memory for it",
+}
 
 
 class Clock:
@@ -85,17 +93,26 @@ class NVML:
             self.reason = f"NVML unavailable: {type(e).__name__}: {e}"
 
     def used(self) -> list[int]:
+        """[this process's bytes, whole-device bytes]; the first is a negative PROC_* code when NVML
+        cannot say (the sampler keeps the max, so one successful reading outranks every code)."""
         nv, h = self.nv, self.handle
         dev = nv.nvmlDeviceGetMemoryInfo(h).used
-        proc = 0
+        proc = PROC_NOT_LISTED
         try:
             pid = os.getpid()
             for p in nv.nvmlDeviceGetComputeRunningProcesses(h):
-                if p.pid == pid and p.usedGpuMemory is not None:
-                    proc = p.usedGpuMemory
+                if p.pid == pid:
+                    proc = p.usedGpuMemory if p.usedGpuMemory is not None else max(proc, PROC_NO_VALUE)
         except nv.NVMLError:
-            proc = -1
+            proc = PROC_UNSUPPORTED
         return [proc, dev]
+
+    @staticmethod
+    def process_peak(code: int) -> dict[str, Any]:
+        """The gpu_process_peak_bytes entry for a sampled peak: bytes, or None with the reason."""
+        if code >= 0:
+            return {"gpu_process_peak_bytes": int(code)}
+        return {"gpu_process_peak_bytes": None, "gpu_process_peak_bytes_reason": PROC_REASONS.get(code, "NVML per-process query failed")}
 
     def energy_mj(self) -> int | None:
         try:
@@ -137,9 +154,7 @@ class Phase:
                 r[k], r[k + "_reason"] = None, "no CUDA device in use"
         if self._gpu is not None:
             proc, dev = self._gpu.stop()
-            r["gpu_process_peak_bytes"] = int(proc) if proc >= 0 else None
-            if proc < 0:
-                r["gpu_process_peak_bytes_reason"] = "NVML per-process query not supported"
+            r.update(NVML.process_peak(proc))
             r["gpu_device_peak_bytes"] = int(dev)
             e1 = self.nvml.energy_mj()
             if self._e0 is not None and e1 is not None:

@@ -76,16 +76,22 @@ def measure_sample(method: Any, lm: LoadedModel, ctx: Any, q: Any, max_new: int,
     m: dict[str, Any] = {"context_tokens": ctx_tokens, "question_tokens": len(q.ids), "n_tokens": n}
     m["ingest_s"] = ingest_s
     m["ingest_tok_per_s"] = ctx_tokens / ingest_s if ingest_s > 0 else None
+    if m["ingest_tok_per_s"] is None:
+        m["ingest_tok_per_s_reason"] = "ingest took no measurable time"
     m["ttft_query_s"] = ans[1] if n else None
     m["ttft_cold_s"] = ingest_s + ans[1] if n else None
     m["itl_s"] = [b - a for a, b in zip(ans[1:], ans[2:])]
     m["e2e_s"] = ans[-1] if n else None
+    if not n:  # e.g. the first token was end-of-sequence, or no token was asked for
+        for k in ("ttft_query_s", "ttft_cold_s", "e2e_s"):
+            m[k + "_reason"] = "no token generated"
     if n > 1:
         m["tpot_s"] = (m["e2e_s"] - m["ttft_query_s"]) / (n - 1)
         m["decode_tok_per_s"] = (n - 1) / sum(m["itl_s"])
     else:
         for k in ("tpot_s", "decode_tok_per_s"):
-            m[k], m[k + "_reason"] = None, "fewer than 2 tokens generated"
+            m[k], m[k + "_reason"] = None, "no token generated" if not n else "fewer than 2 tokens generated"
+        m["itl_s_reason"] = "no inter-token gap: " + ("no token generated" if not n else "only 1 token generated")
     m["state_bytes"] = int(state)
     m["state_bytes_peak"] = int(state_peak) if state_peak is not None else None
     if state_peak is None:
@@ -152,7 +158,7 @@ def execute(cfg: DictConfig, out: Path) -> dict:
                 m, ids = measure_sample(method, lm, ctx, q, max_new, nvml)
                 text = lm.tokenizer.decode([i for i in ids if i not in eos_ids], skip_special_tokens=True)
                 score = float(task.score(s, text))
-                rows.append({"id": s.id, "rep": rep, **s.slices, "slices": s.slices, "category": s.category, "prediction": text, "answers": s.answers, "score": score, **m})
+                rows.append({"id": s.id, "rep": rep, **s.slices, "slices": s.slices, "category": s.category, "context_id": s.context_id, "prediction": text, "answers": s.answers, "score": score, **m})
                 if rep == 0:
                     correct += score
                 rep += 1

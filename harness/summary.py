@@ -1,5 +1,6 @@
-"""Per-run summary: accuracy with a bootstrap CI, metric aggregates, per-slice breakdown; written
-as summary.json and summary.md, and printed as a short console table."""
+"""Per-run summary: accuracy with a 95% interval that fits the scores (Wilson / bootstrap, clustered
+over shared contexts; see harness.stats), metric aggregates, per-slice breakdown; written as
+summary.json and summary.md, and printed as a short console table."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import io
-from harness.stats import bootstrap_ci, describe
+from harness.stats import accuracy_interval, describe, interval_label, sample_count
 
 #: per-sample fields aggregated in the summary (itl_s is flattened over all tokens)
 METRICS = [
@@ -20,16 +21,19 @@ METRICS = [
 SLICE_SKIP = {"id", "rep", "slices", "category"}
 
 
-def _acc(scores: list[float]) -> dict[str, Any]:
-    if not scores:
-        return {"mean": None, "ci95": [None, None], "n": 0}
-    lo, hi = bootstrap_ci(scores)
-    return {"mean": sum(scores) / len(scores), "ci95": [lo, hi], "n": len(scores)}
+def _context(row: dict, i: int) -> Any:
+    # rows written before context_id was recorded: every sample its own context
+    return row.get("context_id") or ("sample", i)
 
 
 def summarize(rows: list[dict], metric: str = "accuracy") -> dict[str, Any]:
     first = [r for r in rows if r.get("rep", 0) == 0]
-    out: dict[str, Any] = {"metric": metric, "accuracy": _acc([r["score"] for r in first]), "metrics": {}, "slices": {}}
+    binary = all(float(r["score"]) in (0.0, 1.0) for r in first)  # one interval kind for the run and all its slices
+
+    def acc(group: list[tuple[int, dict]]) -> dict[str, Any]:
+        return accuracy_interval([r["score"] for _, r in group], [_context(r, i) for i, r in group], binary)
+
+    out: dict[str, Any] = {"metric": metric, "accuracy": acc(list(enumerate(first))), "metrics": {}, "slices": {}}
     for name in METRICS:
         if name == "itl_s":
             vals = [v for r in rows for v in r.get("itl_s") or []]
@@ -44,11 +48,11 @@ def summarize(rows: list[dict], metric: str = "accuracy") -> dict[str, Any]:
     if first and first[0].get("category"):
         keys.append("category")
     for key in keys:
-        groups: dict[str, list[float]] = defaultdict(list)
-        for r in first:
+        groups: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+        for i, r in enumerate(first):
             val = r.get(key) if key != "category" else r.get("category")
-            groups[str(val)].append(r["score"])
-        out["slices"][key] = {v: _acc(s) for v, s in sorted(groups.items(), key=lambda kv: _sort_key(kv[0]))}
+            groups[str(val)].append((i, r))
+        out["slices"][key] = {v: acc(g) for v, g in sorted(groups.items(), key=lambda kv: _sort_key(kv[0]))}
     return out
 
 
@@ -77,10 +81,9 @@ def table_rows(summary: dict) -> list[tuple[str, str]]:
     def g(name: str, stat: str = "mean") -> Any:
         return m.get(name, {}).get(stat)
 
-    acc = "n/a" if a["mean"] is None else f"{a['mean']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] (n={a['n']})"
     return [
         ("status", summary.get("status", "?")),
-        (summary.get("metric", "accuracy"), acc),
+        (summary.get("metric", "accuracy"), accuracy_text(a)),
         ("weights", _fmt(summary.get("load", {}).get("weights_bytes"), "B")),
         ("state (mean / max)", f"{_fmt(g('state_bytes'), 'B')} / {_fmt(g('state_bytes', 'max'), 'B')}"),
         ("attended tokens (mean)", _fmt(g("attended_tokens"))),
@@ -94,12 +97,23 @@ def table_rows(summary: dict) -> list[tuple[str, str]]:
     ]
 
 
+def accuracy_text(a: dict) -> str:
+    """"1.000 [0.796, 1.000] (n=15, Wilson 95% CI)", or "1.000 (n=1, no CI)" without an interval."""
+    if a.get("mean") is None:
+        return "n/a (no scored samples)"
+    ci = a.get("ci95")
+    if not ci or None in ci:
+        return f"{a['mean']:.3f} ({sample_count(a)}, no CI)"
+    label = interval_label(a)
+    return f"{a['mean']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] ({sample_count(a)}, {(label + ' ') if label else ''}95% CI)"
+
+
 def render_md(summary: dict) -> str:
     lines = [f"# {summary.get('method')} × {summary.get('task')} on {summary.get('model')}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in table_rows(summary)]
     for key, groups in summary.get("slices", {}).items():
-        lines += ["", f"## accuracy by {key}", "", f"| {key} | accuracy | n |", "|---|---|---|"]
-        lines += [f"| {v} | {g['mean']:.3f} | {g['n']} |" for v, g in groups.items()]
+        lines += ["", f"## accuracy by {key}", "", f"| {key} | accuracy |", "|---|---|"]
+        lines += [f"| {v} | {accuracy_text(g)} |" for v, g in groups.items()]
     if summary.get("error"):
         lines += ["", "## error", "", "```", summary["error"]["traceback"].rstrip(), "```"]
     return "\n".join(lines) + "\n"

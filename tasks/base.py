@@ -9,10 +9,16 @@ seed, byte for byte. Contexts are sized in the model's own tokens, so the tokeni
 Every sample carries ``slices`` (e.g. ``{"context_length": 2048, "depth": 50}``): the keys reports
 group by. ``evidence`` holds the strings that answer the question (used by the oracle method and
 for retrieval recall); methods other than the oracle never see it.
+
+``context_id`` groups samples that share one context (the questions of one kv_recall haystack or
+one multi_session / fact_update episode): their answers are correlated, so accuracy intervals treat
+a context, not a sample, as the independent unit (see harness.stats). A task may set it; otherwise
+it is a digest of the chunks, so samples with identical context text always share it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 from abc import ABC, abstractmethod
@@ -31,6 +37,12 @@ class Sample:
     slices: dict[str, Any] = field(default_factory=dict)
     category: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    context_id: str = ""  # samples sharing one context share this key; "" = a digest of the chunks
+
+    def __post_init__(self) -> None:
+        if not self.context_id:
+            # \x1e (record separator) keeps ["ab", "c"] and ["a", "bc"] apart
+            self.context_id = "ctx-" + hashlib.sha1("\x1e".join(self.chunks).encode("utf-8")).hexdigest()[:16]
 
     @property
     def context(self) -> str:

@@ -172,6 +172,7 @@ class FactUpdate(Task):
                     evidence=evidence,
                     slices={"context_length": n, "updated": updated},
                     category=hop,
+                    context_id=f"fact_update-{n}-{e}",  # one episode, several questions
                     meta={"episode": f"{n}-{e}", "stale": stale, "split": cfg.split, "facts": len(lines), "updates": len(updates), "context_tokens": built.tokens},
                 )
             )

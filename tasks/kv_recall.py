@@ -105,6 +105,7 @@ class KvRecall(Task):
                             answer_prefix=t["prefix"].format(key=key),
                             evidence=[lines[j]],
                             slices={"num_facts": N, "context_length": L},
+                            context_id=f"kv_recall-{N}-{e}",  # the episode's questions share its haystack
                             meta={"episode": f"{N}-{e}", "fact_index": j, "split": cfg.split, "context_tokens": built.tokens},
                         )
                     )

@@ -154,6 +154,7 @@ class MultiSession(Task):
                         evidence=q["evidence"],
                         slices={"context_length": n},
                         category=cat,
+                        context_id=f"multi_session-{n}-{e}",  # one episode, several questions
                         meta={"episode": f"{n}-{e}", "updated": q.get("updated", False), "stale": q.get("stale"), "split": cfg.split, "context_tokens": tokens},
                     )
                 )

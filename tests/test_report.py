@@ -78,7 +78,7 @@ def grid_rows(score, state, n_tokens: int = 4, gpu: int | None = None, predictio
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
+def runs_dir(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
     write_run(runs / "sweep/0", "full_kv", "needle", "tiny", grid_rows(lambda n, d: 1.0, lambda n: n * 1024))
     write_run(runs / "sweep/1", "window", "needle", "tiny", grid_rows(lambda n, d: float(d == 100), lambda n: 64 * 1024))
@@ -90,8 +90,13 @@ def site(tmp_path_factory) -> Path:
     tb = 'Traceback (most recent call last):\n  File "x.py", line 1\nRuntimeError: boom <b>bold</b>\n'
     write_run(runs / "other/1", "window", "recall", "tiny", [], status="failed",
               error={"type": "RuntimeError", "message": "boom <b>bold</b>", "traceback": tb})
+    return runs
+
+
+@pytest.fixture(scope="module")
+def site(runs_dir: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site")
-    build_report([runs], out)
+    build_report([runs_dir], out)
     return out
 
 
@@ -187,8 +192,9 @@ def test_index_leaderboard_matches_golden(site: Path) -> None:
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text(), "index.md differs from tests/golden/report_index.md (UPDATE_GOLDEN=1 rewrites it)"
     # the same numbers, derived by hand: state = mean(256 KiB, 1 MiB); TTFT p50 = median of 12.56 and 20.24 ms;
-    # decode = 3 tokens / 63 ms; the GPU run's peak is NVML's 3 GiB at load (> 2 GiB in the samples)
-    assert "| 1.000 (95% CI 1.000–1.000), n=6 | 0.625 MiB | 500 MiB (host RSS) | 16.4 ms | 80.4 ms | 47.6 tok/s | 21.0 ms | 22.0 ms |" in text
+    # decode = 3 tokens / 63 ms; the GPU run's peak is NVML's 3 GiB at load (> 2 GiB in the samples);
+    # Wilson's lower bound for 6 of 6 is n / (n + z^2) = 6 / 9.84 = 0.610
+    assert "| 1.000 (Wilson 95% CI 0.610–1.000), n=6 | 0.625 MiB | 500 MiB (host RSS) | 16.4 ms | 80.4 ms | 47.6 tok/s | 21.0 ms | 22.0 ms |" in text
     assert "| 1.25 MiB | 3.00 GiB (GPU) |" in text
 
 
@@ -235,6 +241,26 @@ def test_failed_run_listed_with_status_and_link(site: Path) -> None:
     assert '<span class="status-failed">failed</span>' in html
     assert 'href="runs/window__recall__tiny.html"' in html
     assert "| failed | [window](methods/window.md) | tiny | [window__recall__tiny](runs/window__recall__tiny.md) |" in (site / "index.md").read_text()
+
+
+def test_pages_show_no_absolute_path_of_a_run_folder(site: Path, runs_dir: Path) -> None:
+    local = [str(runs_dir), str(runs_dir.resolve()), str(runs_dir.parent)]
+    for ext in ("html", "md"):
+        for page in pages(site, ext):
+            text = page.read_text()
+            assert not [p for p in local if p in text], f"{page.relative_to(site)} shows a local path"
+        run = (site / f"runs/full_kv__needle__tiny.{ext}").read_text()
+        assert f"{runs_dir.name}/sweep/0" in run  # the folder relative to what the report was built from
+
+
+def test_accuracy_cells_name_their_interval_and_show_no_ci_for_one_sample(site: Path) -> None:
+    index = (site / "index.md").read_text()
+    assert "1.000 (Wilson 95% CI 0.610–1.000), n=6" in index  # 6 of 6: a lower bound below 1
+    run = (site / "runs/full_kv__recall__tiny.md").read_text()
+    assert run.count("1.000 (n=1, no CI)") == 3  # one sample per n_facts slice
+    html = (site / "runs/full_kv__recall__tiny.html").read_text()
+    assert 'title="n=1: a single sample gives no interval">1.000 (n=1, no CI)' in html
+    assert 'title="Wilson score interval (0/1 scores, independent samples)"' in html
 
 
 def test_figures_only_where_data_exist(site: Path) -> None:

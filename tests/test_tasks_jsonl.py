@@ -130,3 +130,11 @@ def test_bad_config_names_the_field() -> None:
         build_config(JsonlConfig, {"metric": "rouge"}, "task")
     with pytest.raises(ConfigError, match=r"task\.path"):
         build_config(JsonlConfig, {"path": " "}, "task")
+
+
+def test_questions_over_one_context_share_its_context_id(tmp_path: Path) -> None:
+    other = {**GOOD, "context": "The sea near Kirrin Bay is green.", "question": "What colour is the sea?", "answers": ["green"]}
+    split = {"chunks": ["The sky over Eastvale", " is violet."], "question": "Which colour?", "answers": ["violet"]}
+    a, b, c, d = task(write(tmp_path, [GOOD, {**GOOD, "question": "Where is the sky violet?", "answers": ["Eastvale"]}, other, split])).samples(byte_tokenizer(), 0)
+    assert a.context_id == b.context_id != c.context_id  # intervals treat a and b as one context
+    assert d.context_id not in (a.context_id, c.context_id)  # chunk boundaries are part of the context

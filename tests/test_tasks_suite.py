@@ -265,6 +265,20 @@ def test_variable_tracking_answer_is_the_resolved_chain() -> None:
         assert str(len(holds)) in s.answer_prefix
 
 
+@pytest.mark.parametrize("i", range(len(CASES)), ids=IDS)
+def test_context_id_groups_exactly_the_samples_that_share_a_context(i: int) -> None:
+    # accuracy intervals resample contexts, not samples: the key must match the context text
+    samples = _samples(i)
+    by_id: dict[str, set[str]] = {}
+    by_text: dict[str, set[str]] = {}
+    for s in samples:
+        by_id.setdefault(s.context_id, set()).add(s.context)
+        by_text.setdefault(s.context, set()).add(s.context_id)
+    assert all(len(v) == 1 for v in by_id.values()) and all(len(v) == 1 for v in by_text.values())
+    if CASES[i][0] in ("kv_recall", "fact_update", "multi_session"):
+        assert len(by_id) < len(samples), "several questions per episode share its context"
+
+
 def test_kv_recall_sweeps_num_facts_and_shares_each_episode_context() -> None:
     samples = _samples(IDS.index("kv_recall-11"))
     assert {s.slices["num_facts"] for s in samples} == {4, 16}

@@ -43,6 +43,9 @@ class Run:
     config_text: str | None = None
     problems: list[str] = field(default_factory=list)
     id: str = ""
+    #: where the run came from, relative to the folder given to the report (e.g. "runs/sweeps/x/0");
+    #: pages show this, never the absolute path, so a published site reveals no local layout
+    source: str = ""
 
     @property
     def method(self) -> str:
@@ -66,7 +69,7 @@ class Run:
 
     @property
     def accuracy(self) -> dict[str, Any]:
-        return self.summary.get("accuracy") or {"mean": None, "ci95": [None, None], "n": 0}
+        return self.summary.get("accuracy") or {"mean": None, "ci95": None, "ci95_reason": "no scored samples", "n": 0}
 
     def stat(self, metric: str, stat: str = "mean") -> Val:
         """One aggregate of a metric from summary.json, with the reason when it is missing."""
@@ -180,7 +183,8 @@ def load_run(folder: Path) -> Run:
         if not isinstance(summary, dict):
             raise ValueError("summary.json is not a JSON object")
     except (OSError, ValueError) as e:
-        summary = {"status": "unreadable", "error": {"type": type(e).__name__, "message": f"summary.json could not be read: {e}", "traceback": ""}}
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)  # an OSError's str() holds the absolute path
+        summary = {"status": "unreadable", "error": {"type": type(e).__name__, "message": f"summary.json could not be read: {why}", "traceback": ""}}
     run = Run(path=folder, summary=summary, problems=problems)
     if (folder / "samples.jsonl").is_file():
         run.samples = _read_jsonl(folder / "samples.jsonl", problems)
@@ -211,12 +215,29 @@ def _settings(r: Run) -> dict[str, str]:
     return out
 
 
+def relative_source(folder: Path, roots: Sequence[Path | str]) -> str:
+    """``folder`` as "<name of the given folder>/<path below it>"; the run folder's own name when it
+    is not below any of ``roots`` (it always is when found by ``discover``)."""
+    folder = Path(folder).resolve()
+    for root in map(Path, roots):
+        base = root.resolve()
+        if base.is_file():
+            base = base.parent
+        if folder == base:
+            return folder.name or "."
+        if base in folder.parents:
+            return (Path(base.name) / folder.relative_to(base)).as_posix() if base.name else folder.relative_to(base).as_posix()
+    return folder.name
+
+
 def load_runs(paths: Sequence[Path | str], exclude: Path | None = None) -> list[Run]:
     """Discover and read every run, ordered by (task, method, model, folder), with unique ids.
 
     Runs that share method, task and model are named by the settings that differ between them
     (e.g. ``full_kv__kv_recall__gemma3_270m__num_facts-16``), falling back to a counter."""
     runs = [load_run(p) for p in discover(paths, exclude)]
+    for r in runs:
+        r.source = relative_source(r.path, paths)
     runs.sort(key=lambda r: (r.task, r.method, r.model, str(r.path)))
     groups: dict[str, list[Run]] = defaultdict(list)
     for r in runs:
