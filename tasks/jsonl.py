@@ -51,6 +51,7 @@ class JsonlConfig(TaskConfig):
     max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check(self.path is None or (isinstance(self.path, str) and self.path.strip() != ""), "task.path", "a path to a .jsonl file (or null for the bundled example)", self.path)
         check(self.metric in NAMES, "task.metric", f"one of {', '.join(NAMES)}", self.metric)
         check(isinstance(self.max_new_tokens, int) and self.max_new_tokens > 0, "task.max_new_tokens", "a positive integer", self.max_new_tokens)
