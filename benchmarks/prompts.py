@@ -1,7 +1,7 @@
 """Prompt template and stop strings, before and after: full_kv accuracy and decode time per sample.
 
 Runs the same harness commands against two checkouts of the code (``--code``: the folder whose
-``harness`` package runs; the bundled QA files are copied into it when missing, so both see the same
+``harness`` package runs; the bundled QA files are copied into it, so both see the same
 data) and renders one Markdown table from the runs' own files:
 
     python benchmarks/prompts.py run --code /path/to/old/checkout --out runs/prompts_cpu/before
@@ -28,7 +28,8 @@ COMMON = "method=full_kv model=gemma3_270m model.device=cpu run.warmup=1 run.pro
 #: (cell, harness overrides); every cell runs with COMMON and out_dir=<out>/<cell>
 CELLS = [
     ("qa (no answer_prefix)", "qa", "task=jsonl task.path=tasks/data/qa.jsonl"),
-    ("qa (Question:/Answer: written out)", "qa_prefixed", "task=jsonl task.path=tasks/data/qa_prefixed.jsonl"),
+    ("qa, Question: / newline Answer: written out", "qa_prefixed", "task=jsonl task.path=tasks/data/qa_prefixed.jsonl"),
+    ("qa, Question: ... Answer: on one line", "qa_prefixed_inline", "task=jsonl task.path=tasks/data/qa_prefixed_inline.jsonl"),
     ("needle", "needle", "task=needle"),
     ("passkey", "passkey", "task=passkey task.samples_per_cell=2"),
     ("kv_recall", "kv_recall", "task=kv_recall"),
@@ -43,9 +44,9 @@ def command(overrides: str, out: str) -> str:
 
 
 def run(code: Path, out: Path, only: list[str]) -> None:
-    for name in ("qa.jsonl", "qa_prefixed.jsonl"):
+    for name in ("qa.jsonl", "qa_prefixed.jsonl", "qa_prefixed_inline.jsonl"):
         dst = code / "tasks" / "data" / name
-        if not dst.exists():
+        if dst.resolve() != (REPO / "tasks" / "data" / name).resolve():
             shutil.copyfile(REPO / "tasks" / "data" / name, dst)
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1"}
     for _, key, overrides in CELLS:
@@ -107,7 +108,7 @@ def render(before: Path, after: Path, before_label: str) -> str:
         *rows,
         "",
         "commands (from the repository root; \"before\" ran the same commands from a checkout of the old commit with",
-        "`tasks/data/qa.jsonl` and `qa_prefixed.jsonl` copied in, via `python benchmarks/prompts.py run --code <checkout>`):",
+        "`tasks/data/qa*.jsonl` copied in, via `python benchmarks/prompts.py run --code <checkout>`):",
         "",
         "```",
         *(command(o, f"runs/prompts_cpu/<before|after>/{k}") for _, k, o in CELLS),

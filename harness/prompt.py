@@ -1,6 +1,7 @@
 """Turn a task Sample into token ids, identically for every method, and find where an answer ends.
 
-Base models: ``[BOS] context "\\n\\n" question " " answer_prefix``; a sample without an answer
+Base models: ``[BOS] context "\\n\\n" question " " answer_prefix`` (no space when the prefix
+starts with whitespace, e.g. ``"\\nAnswer:"``); a sample without an answer
 prefix is framed by ``task.template`` instead (default ``"Question: {question}\\nAnswer:"``), so
 the model answers rather than continues the question: ``[BOS] context "\\n\\n" template``.
 Chat models: the tokenizer's chat template is rendered around a placeholder user message; the part
@@ -58,8 +59,8 @@ def encode(sample: Sample, tok: Any, chat: bool, template: str | None = None) ->
     prefix = _ids(tok, head)
     chunk_ids = [_ids(tok, c) for c in sample.chunks]
     qtext = question_text(sample, chat, template) + tail
-    if sample.answer_prefix:
-        qtext += ("" if chat else " ") + sample.answer_prefix
+    if sample.answer_prefix:  # joined by a space, unless it opens with its own whitespace ("\nAnswer:")
+        qtext += ("" if chat or sample.answer_prefix[:1].isspace() else " ") + sample.answer_prefix
     return (
         Context(prefix_ids=prefix, chunk_ids=chunk_ids, chunk_texts=list(sample.chunks)),
         Question(ids=_ids(tok, qtext), text=qtext, answer_prefix=sample.answer_prefix, evidence=list(sample.evidence)),

@@ -187,11 +187,18 @@ def test_run_cuts_the_prediction_and_records_the_prompt(tmp_path: Path, monkeypa
 
 
 def test_bundled_qa_files_differ_only_in_written_out_prefixes() -> None:
-    bare, prefixed = load(DATA / "qa.jsonl"), load(DATA / "qa_prefixed.jsonl")
-    assert len(bare) >= 20 and len(bare) == len(prefixed)
-    for b, p in zip(bare, prefixed):
-        assert b.answer_prefix == "" and p.answer_prefix == "Answer:"
-        assert p.question == "Question: " + b.question
-        assert (b.id, b.chunks, b.answers, b.evidence) == (p.id, p.chunks, p.answers, p.evidence)
-        assert any(a.lower() in b.context.lower() for a in b.answers), b.id  # answerable from the context
-
+    bare = load(DATA / "qa.jsonl")
+    variants = {"\nAnswer:": load(DATA / "qa_prefixed.jsonl"), "Answer:": load(DATA / "qa_prefixed_inline.jsonl")}
+    assert len(bare) >= 20
+    for prefix, prefixed in variants.items():
+        assert len(prefixed) == len(bare)
+        for b, p in zip(bare, prefixed):
+            assert b.answer_prefix == "" and p.answer_prefix == prefix
+            assert p.question == "Question: " + b.question
+            assert (b.id, b.chunks, b.answers, b.evidence) == (p.id, p.chunks, p.answers, p.evidence)
+            assert any(a.lower() in b.context.lower() for a in b.answers), b.id  # answerable from the context
+    # the default template writes exactly what qa_prefixed.jsonl spells out, token for token
+    tok = tiny_lm("gemma3").tokenizer
+    b, p = bare[0], variants["\nAnswer:"][0]
+    assert encode(b, tok, chat=False, template=QA_TEMPLATE)[1].ids == encode(p, tok, chat=False, template=QA_TEMPLATE)[1].ids
+    assert encode(variants["Answer:"][0], tok, chat=False)[1].text == "\n\nQuestion: " + b.question + " Answer:"
