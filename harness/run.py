@@ -160,18 +160,19 @@ def execute(cfg: DictConfig, out: Path) -> dict:
             samples = samples[: run["limit"]]
         encoded = [encode(s, lm.tokenizer, model_cfg.chat, task_cfg.template) for s in samples]
         kinds = [prompt_kind(s, model_cfg.chat, task_cfg.template) for s in samples]
-        prompt_info = {"chat": model_cfg.chat, "template": task_cfg.template, "stop": list(task_cfg.stop), "kinds": {k: kinds.count(k) for k in sorted(set(kinds))}}
+        stop = [] if run["ignore_eos"] else list(task_cfg.stop)  # ignore_eos: exactly max_new_tokens, stop strings only cut the text
+        prompt_info = {"chat": model_cfg.chat, "template": task_cfg.template, "stop": stop, "kinds": {k: kinds.count(k) for k in sorted(set(kinds))}}
         for ctx, _ in encoded:
             method.validate(ctx.num_tokens)
         max_new = run["max_new_tokens"] or task_cfg.max_new_tokens
         for i in range(min(run["warmup"], len(encoded))):  # excluded from results
-            measure_sample(method, lm, *encoded[i], max_new, nvml, task_cfg.stop)
+            measure_sample(method, lm, *encoded[i], max_new, nvml, stop)
         progress = _progress(len(samples), f"{method_cls.name} × {task_cls.name}", run["progress"])
         correct = 0.0
         for s, (ctx, q) in zip(samples, encoded):
             rep, t_rep = 0, time.perf_counter()
             while rep < run["repetitions"] or time.perf_counter() - t_rep < run["min_duration_s"]:
-                m, ids = measure_sample(method, lm, ctx, q, max_new, nvml, task_cfg.stop)
+                m, ids = measure_sample(method, lm, ctx, q, max_new, nvml, stop)
                 text = cut(lm.tokenizer.decode([i for i in ids if i not in eos_ids], skip_special_tokens=True), task_cfg.stop)
                 score = float(task.score(s, text))
                 rows.append({"id": s.id, "rep": rep, **s.slices, "slices": s.slices, "category": s.category, "prediction": text, "answers": s.answers, "score": score, **m})

@@ -184,6 +184,12 @@ def test_run_cuts_the_prediction_and_records_the_prompt(tmp_path: Path, monkeypa
     assert s["prompt"] == {"chat": False, "template": QA_TEMPLATE, "stop": ["\n"], "kinds": {"template": 1}}
     assert s["task_config"]["template"] == QA_TEMPLATE and s["task_config"]["stop"] == ["\n"]
     assert "Question: {question}" in (tmp_path / "run" / "config.yaml").read_text()
+    # fixed-length efficiency runs generate past the stop string; the prediction is still cut there
+    cfg.run.ignore_eos = True
+    s = execute(cfg, tmp_path / "fixed")
+    row = json.loads((tmp_path / "fixed" / "samples.jsonl").read_text().splitlines()[0])
+    assert row["n_tokens"] == 32 and row["finish"] == "max_new_tokens" and row["prediction"] == "Odile"
+    assert s["prompt"]["stop"] == []
 
 
 def test_bundled_qa_files_differ_only_in_written_out_prefixes() -> None:
