@@ -32,9 +32,9 @@ CELLS = [
     ("qa, Question: ... Answer: on one line", "qa_prefixed_inline", "task=jsonl task.path=tasks/data/qa_prefixed_inline.jsonl"),
     ("needle", "needle", "task=needle"),
     ("passkey", "passkey", "task=passkey task.samples_per_cell=2"),
-    ("kv_recall", "kv_recall", "task=kv_recall"),
-    ("fact_update", "fact_update", "task=fact_update task.samples_per_cell=2"),
-    ("multi_session", "multi_session", "task=multi_session task.samples_per_cell=3"),
+    ("kv_recall", "kv_recall", "task=kv_recall task.num_facts=[8,32]"),
+    ("fact_update", "fact_update", "task=fact_update"),
+    ("multi_session", "multi_session", "task=multi_session task.samples_per_cell=2"),
 ]
 PREFIX = "OMP_NUM_THREADS=1 nice -n 5 python -m harness"
 
