@@ -4,7 +4,8 @@ Schema per line (see tasks/README.md):
 
 - ``context`` (string) **or** ``chunks`` (non-empty list of strings, e.g. one per message);
 - ``question`` (string), ``answers`` (non-empty list of accepted strings);
-- optional: ``evidence`` (list of strings), ``answer_prefix`` (string), ``id`` (string or
+- optional: ``evidence`` (list of strings), ``answer_prefix`` (string; without it a base model
+  gets ``task.template``, see harness/prompt.py), ``id`` (string or
   integer; default ``<file stem>-<line>``), ``category`` (string: the report slice).
 
 Other keys are kept in ``Sample.meta``. Blank lines are skipped. The whole file is validated
