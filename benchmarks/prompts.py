@@ -96,7 +96,7 @@ def render(before: Path, after: Path, before_label: str) -> str:
     lines = [
         "# Prompt template and stop strings: full_kv before and after",
         "",
-        f"device: {'; '.join(sorted(cpus))} (a 2-core machine shared with other jobs); model: gemma3_270m (base), float32 on CPU; "
+        f"device: {'; '.join(sorted(cpus))} (a 2-core machine heavily shared with other jobs while these ran: absolute times are inflated and noisy, compare within a row); model: gemma3_270m (base), float32 on CPU; "
         f"runs from {dates[0] if dates else '?'} to {dates[-1] if dates else '?'}.",
         "",
         f"before: the code at {before_label} (no QA template, no stop strings); after: this code (`task.template` for samples without",
