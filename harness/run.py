@@ -8,7 +8,7 @@ import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import env, io
 from harness.measure import NVML, Clock, Phase
 from harness.models import LoadedModel, ModelConfig, load, resolve_device
-from harness.prompt import encode
+from harness.prompt import cut, encode, find_stop, prompt_kind
 from harness.registry import ConfigError, build_config, check
 from harness.summary import summarize, write_summary
 
@@ -54,8 +54,15 @@ def build(cfg: DictConfig) -> tuple[ModelConfig, Any, Any, dict]:
     return model_cfg, (method_cls, method_cfg), (task_cls, task_cfg), run
 
 
-def measure_sample(method: Any, lm: LoadedModel, ctx: Any, q: Any, max_new: int, nvml: NVML) -> tuple[dict, list[int]]:
-    """Reset, ingest, answer; return the per-sample metrics and the generated token ids."""
+def measure_sample(method: Any, lm: LoadedModel, ctx: Any, q: Any, max_new: int, nvml: NVML, stop: Sequence[str] = ()) -> tuple[dict, list[int]]:
+    """Reset, ingest, answer; return the per-sample metrics and the generated token ids.
+
+    With ``stop`` strings, the answer is decoded after every token and the method's generator is
+    closed as soon as the text holds one (``harness.prompt.find_stop``): no further token is
+    computed or timed, and ``n_tokens`` counts the tokens up to the one that completed the stop.
+    The check reads each token on the host (greedy decoding does so anyway for its EOS test) and
+    decodes a few dozen ids, microseconds inside the next inter-token gap.
+    """
     clock = Clock(lm.device)
     method.reset()
     with Phase(lm.device, nvml) as p_ingest:
@@ -64,16 +71,28 @@ def measure_sample(method: Any, lm: LoadedModel, ctx: Any, q: Any, max_new: int,
         clock.stamp()
     state, state_peak = method.state_bytes(), method.state_bytes_peak()
     tokens: list[Any] = []
+    seen: list[int] = []  # host copies, only when stop strings are checked
+    stopped = False
     with Phase(lm.device, nvml) as p_answer:
         clock.stamp()  # the question arrives
-        for tok in method.answer(q, max_new):
-            clock.stamp()
-            tokens.append(tok)
+        gen = method.answer(q, max_new)
+        try:
+            for tok in gen:
+                clock.stamp()
+                tokens.append(tok)
+                if stop:
+                    seen.append(int(tok))
+                    if find_stop(lm.tokenizer.decode(seen, skip_special_tokens=True), stop) is not None:
+                        stopped = True
+                        break
+        finally:
+            gen.close()  # runs the method's cleanup (hooks, presses) when it was stopped early
     t = clock.seconds()  # the one synchronisation
     ids = [int(x) for x in tokens]
     n, ctx_tokens = len(ids), ctx.num_tokens
     ingest_s, ans = t[1] - t[0], [x - t[2] for x in t[2:]]  # ans[0] = 0 (question), ans[i] = token i
-    m: dict[str, Any] = {"context_tokens": ctx_tokens, "question_tokens": len(q.ids), "n_tokens": n}
+    finish = "stop" if stopped else "eos" if ids and ids[-1] in lm.eos_ids else "max_new_tokens" if n >= max_new else "method"
+    m: dict[str, Any] = {"context_tokens": ctx_tokens, "question_tokens": len(q.ids), "n_tokens": n, "finish": finish}
     m["ingest_s"] = ingest_s
     m["ingest_tok_per_s"] = ctx_tokens / ingest_s if ingest_s > 0 else None
     if m["ingest_tok_per_s"] is None:
@@ -128,6 +147,7 @@ def execute(cfg: DictConfig, out: Path) -> dict:
     t_start = time.time()
     load_info: dict[str, Any] = {}
     method_info: dict[str, Any] = {}
+    prompt_info: dict[str, Any] = {}
     try:
         device = resolve_device(model_cfg.device)
         nvml = NVML(device)
@@ -144,19 +164,22 @@ def execute(cfg: DictConfig, out: Path) -> dict:
         samples = task.samples(lm.tokenizer, seed)
         if run["limit"]:
             samples = samples[: run["limit"]]
-        encoded = [encode(s, lm.tokenizer, model_cfg.chat) for s in samples]
+        encoded = [encode(s, lm.tokenizer, model_cfg.chat, task_cfg.template) for s in samples]
+        kinds = [prompt_kind(s, model_cfg.chat, task_cfg.template) for s in samples]
+        stop = [] if run["ignore_eos"] else list(task_cfg.stop)  # ignore_eos: exactly max_new_tokens, stop strings only cut the text
+        prompt_info = {"chat": model_cfg.chat, "template": task_cfg.template, "stop": stop, "kinds": {k: kinds.count(k) for k in sorted(set(kinds))}}
         for ctx, _ in encoded:
             method.validate(ctx.num_tokens)
         max_new = run["max_new_tokens"] or task_cfg.max_new_tokens
         for i in range(min(run["warmup"], len(encoded))):  # excluded from results
-            measure_sample(method, lm, *encoded[i], max_new, nvml)
+            measure_sample(method, lm, *encoded[i], max_new, nvml, stop)
         progress = _progress(len(samples), f"{method_cls.name} × {task_cls.name}", run["progress"])
         correct = 0.0
         for s, (ctx, q) in zip(samples, encoded):
             rep, t_rep = 0, time.perf_counter()
             while rep < run["repetitions"] or time.perf_counter() - t_rep < run["min_duration_s"]:
-                m, ids = measure_sample(method, lm, ctx, q, max_new, nvml)
-                text = lm.tokenizer.decode([i for i in ids if i not in eos_ids], skip_special_tokens=True)
+                m, ids = measure_sample(method, lm, ctx, q, max_new, nvml, stop)
+                text = cut(lm.tokenizer.decode([i for i in ids if i not in eos_ids], skip_special_tokens=True), task_cfg.stop)
                 score = float(task.score(s, text))
                 rows.append({"id": s.id, "rep": rep, **s.slices, "slices": s.slices, "category": s.category, "context_id": s.context_id, "prediction": text, "answers": s.answers, "score": score, **m})
                 if rep == 0:
@@ -179,7 +202,7 @@ def execute(cfg: DictConfig, out: Path) -> dict:
             summary = summarize(rows, task_cls.metric)
             summary.update({
                 "status": status, "error": error, "method": method_cls.name, "task": task_cls.name, "model": model_cfg.name,
-                "method_config": asdict(method_cfg), "method_info": method_info, "task_config": asdict(task_cfg), "run": run, "load": load_info,
+                "method_config": asdict(method_cfg), "method_info": method_info, "task_config": asdict(task_cfg), "prompt": prompt_info, "run": run, "load": load_info,
                 "wall_s": time.time() - t_start, "seed": seed,
             })
             write_summary(out, summary)

@@ -17,6 +17,7 @@ class GridConfig(TaskConfig):
     haystack: str = "noise"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.context_lengths = list(self.context_lengths)
         self.depths = list(self.depths)
         check(len(self.context_lengths) > 0, "task.context_lengths", "a non-empty list of token counts", self.context_lengths)

@@ -22,6 +22,7 @@ class LengthsConfig(TaskConfig):
     split: str = "eval"  # eval | train: disjoint entities, templates and seeds
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.context_lengths = list(self.context_lengths)
         check(len(self.context_lengths) > 0, "task.context_lengths", "a non-empty list of token counts", self.context_lengths)
         for n in self.context_lengths:

@@ -4,7 +4,8 @@ Schema per line (see tasks/README.md):
 
 - ``context`` (string) **or** ``chunks`` (non-empty list of strings, e.g. one per message);
 - ``question`` (string), ``answers`` (non-empty list of accepted strings);
-- optional: ``evidence`` (list of strings), ``answer_prefix`` (string), ``id`` (string or
+- optional: ``evidence`` (list of strings), ``answer_prefix`` (string; without it a base model
+  gets ``task.template``, see harness/prompt.py), ``id`` (string or
   integer; default ``<file stem>-<line>``), ``category`` (string: the report slice).
 
 Other keys are kept in ``Sample.meta``. Blank lines are skipped. The whole file is validated
@@ -51,6 +52,7 @@ class JsonlConfig(TaskConfig):
     max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check(self.path is None or (isinstance(self.path, str) and self.path.strip() != ""), "task.path", "a path to a .jsonl file (or null for the bundled example)", self.path)
         check(self.metric in NAMES, "task.metric", f"one of {', '.join(NAMES)}", self.metric)
         check(isinstance(self.max_new_tokens, int) and self.max_new_tokens > 0, "task.max_new_tokens", "a positive integer", self.max_new_tokens)

@@ -56,6 +56,7 @@ class KvRecallConfig(TaskConfig):
     max_new_tokens: int = 8
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.num_facts, int) and not isinstance(self.num_facts, bool):
             self.num_facts = [self.num_facts]
         check(isinstance(self.num_facts, (list, tuple)) and len(self.num_facts) > 0, "task.num_facts", "a positive integer or a non-empty list of them", self.num_facts)
