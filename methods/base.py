@@ -82,8 +82,21 @@ class Method(ABC):
         self.cfg = cfg
         self.lm = lm
 
+    @classmethod
+    def context_problem(cls, cfg: MethodConfig, context_tokens: int) -> str | None:
+        """Why settings ``cfg`` cannot run a context of ``context_tokens`` tokens (None: they can).
+
+        Needs no model, so a sweep asks it for every context length of its grid before any run
+        starts (e.g. a KV window not below the context)."""
+        return None
+
     def validate(self, context_tokens: int) -> None:
         """Raise ConfigError if this method's settings make no sense for a context this long."""
+        from harness.registry import ConfigError
+
+        problem = self.context_problem(self.cfg, context_tokens)
+        if problem:
+            raise ConfigError(problem)
 
     @abstractmethod
     def reset(self) -> None: ...

@@ -125,11 +125,14 @@ class DeltaMem(Method):
             if not interpreting():
                 raise ConfigError("invalid value for 'method.kernel': triton needs the model on a CUDA device (or "
                                   "TRITON_INTERPRET=1 for the slow CPU interpreter); use method.kernel=auto or reference")
-        if self.cfg.window is not None and self.cfg.window + self.cfg.sinks >= context_tokens:
-            raise ConfigError(
-                f"invalid value for 'method.window': {self.cfg.window} (+ sinks {self.cfg.sinks}) is not smaller than the context "
-                f"({context_tokens} tokens); expected a window below the context length, or method.window=null (context + state)"
-            )
+        super().validate(context_tokens)
+
+    @classmethod
+    def context_problem(cls, cfg: DeltaMemConfig, context_tokens: int) -> str | None:
+        if cfg.window is not None and cfg.window + cfg.sinks >= context_tokens:
+            return (f"invalid value for 'method.window': {cfg.window} (+ sinks {cfg.sinks}) is not smaller than the context "
+                    f"({context_tokens} tokens); expected a window below the context length, or method.window=null (context + state)")
+        return None
 
     def make_cache(self) -> Any:
         from transformers import DynamicCache
