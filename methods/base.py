@@ -77,6 +77,8 @@ class Method(ABC):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     #: a label for reports when the method sees more than the protocol allows (e.g. "query-aware")
     variant: str = ""
+    #: a method that exists only for the harness's own tests (never benchmarked, left out of presets)
+    test_only: ClassVar[bool] = False
 
     def __init__(self, cfg: MethodConfig, lm: "LoadedModel") -> None:
         self.cfg = cfg
