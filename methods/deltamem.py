@@ -5,7 +5,7 @@ pieces live in ``methods/_deltamem``.
 
 Two protocols, kept apart in reports (deltamem.md §7):
 - ``method.window=W`` (state-only): the backbone keeps only the last W tokens of KV (+ ``sinks``),
-  with the window method's cache layer; everything older reaches the answer through the state.
+  with the window method's cache layer (original positions); everything older reaches the answer through the state.
 - ``method.window=null`` (paper protocol, "context + state"): the full KV stays and the state is
   written as well.
 
