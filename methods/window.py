@@ -137,6 +137,11 @@ class Window(KVCacheMethod, Method):
                     f"context ({context_tokens} tokens); expected a window below the context length, or use method=full_kv")
         return None
 
+    def validate(self, context_tokens: int) -> None:
+        if self.cfg.positions == "shifted":
+            self.make_cache()  # a model whose RoPE cannot be moved fails here, before any sample runs
+        super().validate(context_tokens)
+
     def make_cache(self) -> Any:
         cache = super().make_cache()
         W, S = self.cfg.window, self.cfg.sinks

@@ -163,3 +163,13 @@ def test_positions_is_validated_and_named_in_reports() -> None:
     for p, words in (("original", "original"), ("shifted", "StreamingLLM")):
         info = Window(build_config(WindowConfig, {"positions": p, "sinks": 4}, "method"), lm).describe()
         assert words in info["positions"] and info["sinks"] == 4 and info["window"] == 256
+
+
+def test_shifted_refuses_a_rope_it_cannot_move(monkeypatch) -> None:
+    lm = tiny_lm("llama")
+    m = Window(build_config(WindowConfig, {"window": 16, "positions": "shifted"}, "method"), lm)
+    m.validate(64)
+    monkeypatch.setattr(lm.model.model.rotary_emb, "rope_type", "dynamic")  # frequencies that change with the length
+    with pytest.raises(ConfigError, match=r"'method\.positions'.*RoPE type 'dynamic'.*use original"):
+        m.validate(64)
+    Window(build_config(WindowConfig, {"window": 16}, "method"), lm).validate(64)  # original positions need nothing
