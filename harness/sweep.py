@@ -67,8 +67,9 @@ def _sweep_id(task_overrides: Any, experiment: Any = None) -> str:
     return f"{name or experiment or 'sweep'}_{hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:8]}"
 
 
-def _cpu_cap(tokens: int, *, _root_: DictConfig) -> int:
-    """GPU-sized prompt lengths, scaled down (with a visible note) when the run will be on CPU."""
+def _cpu_cap(tokens: int, what: str = "prompt length", *, _root_: DictConfig) -> int:
+    """GPU-sized token counts (prompt lengths, KV windows), scaled down (with a visible note) when the
+    run will be on CPU."""
     device = str(OmegaConf.select(_root_, "model.device", default="auto"))
     if device.startswith("cuda"):
         return int(tokens)
@@ -78,7 +79,7 @@ def _cpu_cap(tokens: int, *, _root_: DictConfig) -> int:
         if torch.cuda.is_available():
             return int(tokens)
     capped = max(64, int(tokens) // CPU_DIVISOR)
-    note(f"no CUDA device: prompt length {tokens} capped to {capped} tokens (1/{CPU_DIVISOR}); this preset's numbers need a GPU")
+    note(f"no CUDA device: {what} {tokens} capped to {capped} tokens (1/{CPU_DIVISOR}); this preset's numbers need a GPU")
     return capped
 
 
@@ -230,7 +231,8 @@ class SweepCallback(Callback):
 
 
 def _prevalidate(config: DictConfig, jobs: list[list[str]], dry_run: bool = False) -> None:
-    """Fail fast: a config error in any run stops the sweep before the first run starts.
+    """Fail fast: config errors in any run stop the sweep before the first run starts, all of them
+    reported in one error (every bad combination of a grid at once, not the first one found).
 
     With ``dry_run=true``, list the runs (and which already have a complete result) and stop.
     """
@@ -240,18 +242,26 @@ def _prevalidate(config: DictConfig, jobs: list[list[str]], dry_run: bool = Fals
     from harness.resume import find_complete
 
     loader = GlobalHydra.instance().config_loader()
+    bad: list[str] = []
+    cfgs = []
     for i, overrides in enumerate(jobs):
-        job_cfg = loader.load_sweep_config(config, list(overrides))
+        cfgs.append(job_cfg := loader.load_sweep_config(config, list(overrides)))
         try:
             validate(job_cfg)
         except ConfigError as e:
-            print(f"error: sweep run #{i} ({' '.join(overrides)}): {e}", file=sys.stderr, flush=True)
-            sys.exit(2)
-        if dry_run:
+            bad.append(f"sweep run #{i} ({' '.join(overrides)}): " + str(e).replace("\n", "\n  "))
+    if len(bad) == 1:
+        print(f"error: {bad[0]}", file=sys.stderr, flush=True)
+    elif bad:
+        print(f"error: {len(bad)} of {len(jobs)} sweep runs are invalid; no run was started:\n" + "\n".join(f"  {b}" for b in bad),
+              file=sys.stderr, flush=True)
+    if bad:
+        sys.exit(2)
+    if dry_run:
+        for i, (overrides, job_cfg) in enumerate(zip(jobs, cfgs)):
             h = config_hash(job_cfg)
             own = Path(str(job_cfg.hydra.sweep.dir)) / str(job_cfg.hydra.sweep.subdir)
             found, _ = find_complete(Path(str(job_cfg.out_dir)), h, own)
             print(f"#{i} {h} {'done: ' + str(found) if found else 'to run'}: {' '.join(overrides)}", flush=True)
-    if dry_run:
         print(f"dry run: {len(jobs)} runs valid; nothing was run", flush=True)
         sys.exit(0)

@@ -77,13 +77,28 @@ class Method(ABC):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     #: a label for reports when the method sees more than the protocol allows (e.g. "query-aware")
     variant: str = ""
+    #: a method that exists only for the harness's own tests (never benchmarked, left out of presets)
+    test_only: ClassVar[bool] = False
 
     def __init__(self, cfg: MethodConfig, lm: "LoadedModel") -> None:
         self.cfg = cfg
         self.lm = lm
 
+    @classmethod
+    def context_problem(cls, cfg: MethodConfig, context_tokens: int) -> str | None:
+        """Why settings ``cfg`` cannot run a context of ``context_tokens`` tokens (None: they can).
+
+        Needs no model, so a sweep asks it for every context length of its grid before any run
+        starts (e.g. a KV window not below the context)."""
+        return None
+
     def validate(self, context_tokens: int) -> None:
         """Raise ConfigError if this method's settings make no sense for a context this long."""
+        from harness.registry import ConfigError
+
+        problem = self.context_problem(self.cfg, context_tokens)
+        if problem:
+            raise ConfigError(problem)
 
     @abstractmethod
     def reset(self) -> None: ...

@@ -5,7 +5,7 @@ pieces live in ``methods/_deltamem``.
 
 Two protocols, kept apart in reports (deltamem.md §7):
 - ``method.window=W`` (state-only): the backbone keeps only the last W tokens of KV (+ ``sinks``),
-  with the window method's cache layer; everything older reaches the answer through the state.
+  with the window method's cache layer (original positions); everything older reaches the answer through the state.
 - ``method.window=null`` (paper protocol, "context + state"): the full KV stays and the state is
   written as well.
 
@@ -125,11 +125,14 @@ class DeltaMem(Method):
             if not interpreting():
                 raise ConfigError("invalid value for 'method.kernel': triton needs the model on a CUDA device (or "
                                   "TRITON_INTERPRET=1 for the slow CPU interpreter); use method.kernel=auto or reference")
-        if self.cfg.window is not None and self.cfg.window + self.cfg.sinks >= context_tokens:
-            raise ConfigError(
-                f"invalid value for 'method.window': {self.cfg.window} (+ sinks {self.cfg.sinks}) is not smaller than the context "
-                f"({context_tokens} tokens); expected a window below the context length, or method.window=null (context + state)"
-            )
+        super().validate(context_tokens)
+
+    @classmethod
+    def context_problem(cls, cfg: DeltaMemConfig, context_tokens: int) -> str | None:
+        if cfg.window is not None and cfg.window + cfg.sinks >= context_tokens:
+            return (f"invalid value for 'method.window': {cfg.window} (+ sinks {cfg.sinks}) is not smaller than the context "
+                    f"({context_tokens} tokens); expected a window below the context length, or method.window=null (context + state)")
+        return None
 
     def make_cache(self) -> Any:
         from transformers import DynamicCache

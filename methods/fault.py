@@ -42,6 +42,7 @@ class Fault(KVCacheMethod, Method):
     name = "fault"
     Config = FaultConfig
     variant = "test-only"
+    test_only = True
 
     def ingest(self, context: Context) -> None:
         if self.cfg.mode != "none" and context.num_tokens >= self.cfg.min_tokens:

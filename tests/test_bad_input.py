@@ -21,6 +21,7 @@ BAD_VALUES = {
     "unknown run field": (["+run.timeot_s=5"], r"unknown field 'run\.timeot_s'"),
     "wrong type": (["run.limit=abc"], r"'run\.limit': 'abc'; expected null or a positive integer"),
     "wrong type in a method": (["method=window", "method.window=big"], r"'method\.window': 'big'; expected a positive integer"),
+    "unknown window positions": (["method=window", "method.positions=streaming"], r"'method\.positions': 'streaming'; expected original or shifted"),
     "negative timeout": (["run.timeout_s=-1"], r"'run\.timeout_s': -1"),
     "unknown launcher": (["launcher=fork"], r"'launcher': 'fork'; expected process or inline"),
     "force not a bool": (["force=maybe"], r"'force': 'maybe'; expected true or false"),
@@ -71,20 +72,45 @@ def test_bad_value_in_a_single_run_leaves_no_result(tmp_path) -> None:
 def test_bad_value_in_any_sweep_run_stops_the_sweep_before_it_starts(tmp_path) -> None:
     r = run_cli(["-m", "experiment=smoke", "method=full_kv,no_memory", "task.depths=[50],[150]", f"out_dir={tmp_path}"], tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "error: sweep run #1 (experiment=smoke method=full_kv task.depths=[150]" in r.stderr and "'task.depths': 150" in r.stderr
+    assert r.stderr.count("error:") == 1 and "error: 2 of 4 sweep runs are invalid; no run was started" in r.stderr, r.stderr
+    assert "  sweep run #1 (experiment=smoke method=full_kv task.depths=[150]" in r.stderr and "'task.depths': 150" in r.stderr
+    assert "  sweep run #3 (experiment=smoke method=no_memory task.depths=[150]" in r.stderr
     assert not any(tmp_path.iterdir())  # not one run started
 
 
-def test_window_not_below_context_is_a_config_error_not_a_result(tmp_path) -> None:
-    # only known once the model has tokenised the context: the run (in its child) stops with a
-    # config error and writes nothing; the other run of the sweep goes on; exit code 2
-    r = run_cli(["-m", "experiment=smoke", "method=window", "method.window=64,512", "run.progress=false", f"out_dir={tmp_path}"], tmp_path)
+def test_a_window_not_below_a_grid_length_stops_the_sweep_naming_every_bad_run(tmp_path) -> None:
+    # two windowed methods x three context lengths (+ full_kv): the 256-token window does not fit
+    # 128 or 256 tokens, so 4 of the 9 runs are impossible; all are named in one error, none starts
+    r = run_cli(["-m", "experiment=smoke", "method=window,deltamem,full_kv", "task.context_lengths=[128],[256],[1024]",
+                 "kv_window=256", f"out_dir={tmp_path}"], tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "invalid value for 'method.window': 512" in r.stderr
+    assert r.stderr.count("error:") == 1 and "4 of 9 sweep runs are invalid; no run was started" in r.stderr, r.stderr
+    for method in ("window", "deltamem"):
+        for n in (128, 256):
+            assert f"method={method} task.context_lengths=[{n}] kv_window=256" in r.stderr
+            assert f"is not smaller than the context ({n} tokens)" in r.stderr
+        assert f"method={method} task.context_lengths=[1024]" not in r.stderr
+    assert "(experiment=smoke method=full_kv" not in r.stderr and "Traceback" not in r.stderr
+    assert not any(tmp_path.iterdir())  # not one run started
+
+
+def test_every_length_of_one_run_is_named_in_its_error() -> None:
+    with pytest.raises(ConfigError) as e:
+        validate(compose(["experiment=smoke", "method=window", "method.window=300", "task.context_lengths=[128,256,512]"]))
+    assert "(128 tokens)" in str(e.value) and "(256 tokens)" in str(e.value) and "(512 tokens)" not in str(e.value)
+
+
+def test_window_not_below_the_tokenised_context_is_a_config_error_not_a_result(tmp_path) -> None:
+    # a jsonl task has no length grid: the check happens once the model has tokenised the context;
+    # that run (in its child) stops with a config error and writes nothing, the other run goes on
+    r = run_cli(["-m", "model=tiny_random", "task=jsonl", "method=window", "method.window=8,4096", "run.limit=1", "run.warmup=0",
+                 "run.progress=false", f"out_dir={tmp_path}"], tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "invalid value for 'method.window': 4096" in r.stderr
     d = sweep_dir(tmp_path)
     assert len(list(d.glob("*/summary.json"))) == 1
     rows = {r_["overrides"].split("method.window=")[1].split()[0]: r_ for r_ in csv.DictReader((d / "sweep_summary.csv").open())}
-    assert rows["64"]["status"] == "ok"
-    assert rows["512"]["status"] == "config_error" and "method.window" in rows["512"]["error"]
-    bad = rows["512"]["run_dir"]
+    assert rows["8"]["status"] == "ok"
+    assert rows["4096"]["status"] == "config_error" and "method.window" in rows["4096"]["error"]
+    bad = rows["4096"]["run_dir"]
     assert not any((d / bad.rsplit("/", 1)[-1] / f).exists() for f in ("summary.json", "samples.jsonl", "config.yaml", "env.json"))
