@@ -30,25 +30,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness import io, sweep
-from harness.registry import ConfigError, check
+from harness.checks import validate  # noqa: F401  (also imported from here)
+from harness.registry import ConfigError
 from harness.resume import config_hash, find_complete
 
-LAUNCHERS = ("process", "inline")
 RESULT_FILES = ("summary.json", "summary.md", "samples.jsonl", "config.yaml", "env.json")
 TAIL_BYTES = 16_000
-
-
-def validate(cfg: DictConfig) -> dict:
-    """All checks that need no model: the method/task/model/run groups, the task's inputs (a task
-    reads its data files when constructed, so a missing file is caught here) and the launch keys."""
-    from harness.run import build
-
-    _, _, (task_cls, task_cfg), _ = build(cfg)
-    task_cls(task_cfg)
-    launcher, force = cfg.get("launcher", "process"), cfg.get("force", False)
-    check(launcher in LAUNCHERS, "launcher", " or ".join(LAUNCHERS), launcher)
-    check(isinstance(force, bool), "force", "true or false", force)
-    return {"launcher": launcher, "force": force, "timeout_s": cfg.run.get("timeout_s")}
 
 
 def job(cfg: DictConfig) -> str:
