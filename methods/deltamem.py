@@ -120,7 +120,7 @@ class DeltaMem(Method):
 
     def validate(self, context_tokens: int) -> None:
         if self.cfg.kernel == "triton" and not next(self.lm.model.parameters()).is_cuda:
-            from kernels.deltamem._jit import interpreting
+            from kernels.deltamem import interpreting
 
             if not interpreting():
                 raise ConfigError("invalid value for 'method.kernel': triton needs the model on a CUDA device (or "
