@@ -13,14 +13,8 @@ import sys
 import hydra
 
 from harness.launch import job
-from harness.registry import ConfigError, suggest
+from harness.registry import ConfigError, config_files, suggest
 from harness.sweep import exit_code
-
-
-def _config_names(group: str) -> list[str]:
-    from importlib.resources import files
-
-    return sorted(p.name[:-5] for p in files("configs").joinpath(group).iterdir() if p.name.endswith(".yaml"))
 
 
 def precheck(argv: list[str]) -> None:
@@ -28,7 +22,7 @@ def precheck(argv: list[str]) -> None:
     from methods import REGISTRY as METHODS
     from tasks import REGISTRY as TASKS
 
-    valid = {"method": METHODS.names(), "task": TASKS.names(), "model": _config_names("model"), "experiment": _config_names("experiment")}
+    valid = {"method": METHODS.names(), "task": TASKS.names(), "model": sorted(config_files("model")), "experiment": sorted(config_files("experiment"))}
     for arg in argv:
         m = re.fullmatch(r"\+?(method|task|model|experiment)=(.+)", arg)
         if not m:

@@ -30,40 +30,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness import io, sweep
-from harness.registry import ConfigError, check
+from harness.checks import validate  # noqa: F401  (also imported from here)
+from harness.registry import ConfigError
 from harness.resume import config_hash, find_complete
 
-LAUNCHERS = ("process", "inline")
 RESULT_FILES = ("summary.json", "summary.md", "samples.jsonl", "config.yaml", "env.json")
 TAIL_BYTES = 16_000
-
-
-def grid_lengths(task_cfg: Any) -> list[int]:
-    """The context lengths (tokens) a task config asks for (``context_lengths`` or ``context_length``);
-    empty for a task whose lengths are known only once its data is tokenised (jsonl)."""
-    lengths = getattr(task_cfg, "context_lengths", None)
-    if lengths is None:
-        one = getattr(task_cfg, "context_length", None)
-        lengths = [] if one is None else [one]
-    return [int(n) for n in lengths]
-
-
-def validate(cfg: DictConfig) -> dict:
-    """All checks that need no model: the method/task/model/run groups, the task's inputs (a task
-    reads its data files when constructed, so a missing file is caught here), the method's settings
-    against every context length of the task (e.g. a KV window not below one) and the launch keys.
-    The tokenised context is checked again inside the run, where its exact length is known."""
-    from harness.run import build
-
-    _, (method_cls, method_cfg), (task_cls, task_cfg), _ = build(cfg)
-    task_cls(task_cfg)
-    problems = [p for n in grid_lengths(task_cfg) if (p := method_cls.context_problem(method_cfg, n))]
-    if problems:
-        raise ConfigError("\n  ".join(problems))  # every length of this run in one message
-    launcher, force = cfg.get("launcher", "process"), cfg.get("force", False)
-    check(launcher in LAUNCHERS, "launcher", " or ".join(LAUNCHERS), launcher)
-    check(isinstance(force, bool), "force", "true or false", force)
-    return {"launcher": launcher, "force": force, "timeout_s": cfg.run.get("timeout_s")}
 
 
 def job(cfg: DictConfig) -> str:

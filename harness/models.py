@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from harness.registry import ConfigError, check
+from harness.storage import storage_bytes
 
 SOURCES = ("gemma3_gguf", "smollm2_gguf", "hf", "tiny_random")
 FAMILIES = ("gemma3", "qwen3", "llama")
@@ -55,8 +56,6 @@ class LoadedModel:
 
     @property
     def weights_bytes(self) -> int:
-        from methods._lm import storage_bytes
-
         return storage_bytes(list(self.model.parameters()) + list(self.model.buffers()))
 
     @property

@@ -17,7 +17,8 @@ from harness import env, io
 from harness.measure import NVML, Clock, Phase
 from harness.models import LoadedModel, ModelConfig, load, resolve_device
 from harness.prompt import cut, encode, find_stop, prompt_kind
-from harness.registry import ConfigError, build_config, check
+from harness.registry import ConfigError, build_config
+from harness.settings import RunConfig
 from harness.summary import summarize, write_summary
 
 PHASE_KEYS = ("host_peak_rss_bytes", "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes", "gpu_process_peak_bytes", "gpu_device_peak_bytes")
@@ -41,16 +42,7 @@ def build(cfg: DictConfig) -> tuple[ModelConfig, Any, Any, dict]:
     model_cfg = build_config(ModelConfig, _plain(cfg.model), "model")
     method_cfg = build_config(method_cls.Config, method_vals, "method")
     task_cfg = build_config(task_cls.Config, task_vals, "task")
-    run = {"warmup": 1, "repetitions": 1, "min_duration_s": 0.0, "limit": None, "max_new_tokens": None, "progress": True, "timeout_s": None, "ignore_eos": False}
-    unknown = set(_plain(cfg.get("run"))) - set(run)
-    if unknown:
-        raise ConfigError(f"unknown field 'run.{sorted(unknown)[0]}'; valid fields: {', '.join(sorted(run))}")
-    run.update(_plain(cfg.get("run")))
-    check(isinstance(run["warmup"], int) and run["warmup"] >= 0, "run.warmup", "an integer >= 0", run["warmup"])
-    check(isinstance(run["repetitions"], int) and run["repetitions"] >= 1, "run.repetitions", "an integer >= 1", run["repetitions"])
-    check(run["limit"] is None or (isinstance(run["limit"], int) and run["limit"] > 0), "run.limit", "null or a positive integer", run["limit"])
-    timeout = run["timeout_s"]  # enforced by harness.launch (launcher=process)
-    check(timeout is None or (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0), "run.timeout_s", "null or a positive number of seconds", timeout)
+    run = asdict(build_config(RunConfig, _plain(cfg.get("run")), "run"))  # timeout_s is enforced by harness.launch
     return model_cfg, (method_cls, method_cfg), (task_cls, task_cfg), run
 
 

@@ -238,7 +238,7 @@ def _prevalidate(config: DictConfig, jobs: list[list[str]], dry_run: bool = Fals
     """
     from hydra.core.global_hydra import GlobalHydra
 
-    from harness.launch import validate
+    from harness.checks import validate
     from harness.resume import find_complete
 
     loader = GlobalHydra.instance().config_loader()

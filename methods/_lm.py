@@ -1,26 +1,13 @@
 """Shared pieces for methods built on a Hugging Face causal LM: chunked prefill through a cache,
-a greedy token generator, and byte counting from the tensors themselves."""
+a greedy token generator, and byte counting of KV caches (``harness.storage``)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import torch
 
-
-def storage_bytes(tensors: Iterable[torch.Tensor | None]) -> int:
-    """Bytes held by the storages behind ``tensors``, each storage counted once.
-
-    Counting storages (not ``numel``) is what keeps the number honest: a slice of a big tensor keeps
-    the whole allocation alive, and that memory is really held.
-    """
-    seen: dict[int, int] = {}
-    for t in tensors:
-        if t is None or not isinstance(t, torch.Tensor) or t.numel() == 0:
-            continue
-        s = t.untyped_storage()
-        seen[s.data_ptr()] = max(seen.get(s.data_ptr(), 0), s.nbytes())
-    return sum(seen.values())
+from harness.storage import storage_bytes  # re-exported: methods count bytes the same way
 
 
 def cache_tensors(cache: Any) -> list[torch.Tensor]:

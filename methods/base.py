@@ -77,6 +77,11 @@ class Method(ABC):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     #: a label for reports when the method sees more than the protocol allows (e.g. "query-aware")
     variant: str = ""
+    #: config values the shared contract tests (tests/test_contracts.py) use on their short contexts
+    #: (~300 tokens, ingested in chunks of 64), e.g. a window smaller than the context
+    contract_overrides: ClassVar[dict[str, Any]] = {}
+    #: False: the shared contract tests skip this method (one built to fail, say)
+    contract: ClassVar[bool] = True
     #: a method that exists only for the harness's own tests (never benchmarked, left out of presets)
     test_only: ClassVar[bool] = False
 

@@ -1,9 +1,9 @@
 """deltamem: δ-mem (arXiv 2605.12357) on the frozen backbone — a per-layer r×r fp32 state written by
 a delta rule while the context streams through, read back as low-rank corrections to q (before
-q_norm/RoPE) and to the attention output (after o_proj). The mechanism is in deltamem.md; the
+q_norm/RoPE) and to the attention output (after o_proj). The mechanism is in docs/deltamem.md; the
 pieces live in ``methods/_deltamem``.
 
-Two protocols, kept apart in reports (deltamem.md §7):
+Two protocols, kept apart in reports (docs/deltamem.md §7):
 - ``method.window=W`` (state-only): the backbone keeps only the last W tokens of KV (+ ``sinks``),
   with the window method's cache layer (original positions); everything older reaches the answer through the state.
 - ``method.window=null`` (paper protocol, "context + state"): the full KV stays and the state is
@@ -120,7 +120,7 @@ class DeltaMem(Method):
 
     def validate(self, context_tokens: int) -> None:
         if self.cfg.kernel == "triton" and not next(self.lm.model.parameters()).is_cuda:
-            from kernels.deltamem._jit import interpreting
+            from kernels.deltamem import interpreting
 
             if not interpreting():
                 raise ConfigError("invalid value for 'method.kernel': triton needs the model on a CUDA device (or "

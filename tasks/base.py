@@ -111,6 +111,9 @@ class Task(ABC):
     Config: ClassVar[type[TaskConfig]] = TaskConfig
     #: name of the per-sample metric reported as accuracy
     metric: ClassVar[str] = "accuracy"
+    #: True: samples come from a user's file (task.path), not from the seed, so the contract tests'
+    #: seeded-sampling check does not apply
+    needs_path: ClassVar[bool] = False
 
     def __init__(self, cfg: TaskConfig) -> None:
         self.cfg = cfg

@@ -40,6 +40,7 @@ TEMPLATES = {
 
 @dataclass
 class VariableTrackingConfig(LengthsConfig):
+    samples_per_cell: int = 2  # episodes per context length (configs/task/variable_tracking.yaml has always said 2)
     num_chains: int = 1
     num_hops: int = 4
     max_new_tokens: int = 32

@@ -18,7 +18,7 @@ BAD_VALUES = {
     "negative length": (["task.context_lengths=[-512]"], r"'task\.context_lengths': -512; expected integers >= 64"),
     "unknown method field": (["+method.windw=64"], r"unknown field 'method\.windw'"),
     "unknown task field, did you mean": (["+task.depht=[50]"], r"unknown field 'task\.depht', did you mean 'task\.depths'\?"),
-    "unknown run field": (["+run.timeot_s=5"], r"unknown field 'run\.timeot_s'"),
+    "unknown run field": (["+run.timeot_s=5"], r"unknown field 'run\.timeot_s', did you mean 'run\.timeout_s'"),
     "wrong type": (["run.limit=abc"], r"'run\.limit': 'abc'; expected null or a positive integer"),
     "wrong type in a method": (["method=window", "method.window=big"], r"'method\.window': 'big'; expected a positive integer"),
     "unknown window positions": (["method=window", "method.positions=streaming"], r"'method\.positions': 'streaming'; expected original or shifted"),

@@ -215,7 +215,7 @@ def test_kernel_setting(tiny, monkeypatch):
 
 
 def test_state_bytes_constant_while_full_kv_grows():
-    from methods._lm import storage_bytes
+    from harness.storage import storage_bytes
 
     lm = tiny_lm("qwen3")
     paper, window = _method(lm, window=None), _method(lm, window=32)

@@ -23,8 +23,9 @@ import difflib
 import torch
 
 from kernels.deltamem import reference
+from kernels.deltamem._jit import interpreting  # public: callers check for the Triton CPU interpreter
 
-__all__ = ["scan", "step", "fused_step", "IMPLS", "STEP_IMPLS", "PROJECTS", "MAX_TRITON_R"]
+__all__ = ["scan", "step", "fused_step", "interpreting", "IMPLS", "STEP_IMPLS", "PROJECTS", "MAX_TRITON_R"]
 
 IMPLS = ("auto", "reference", "triton", "triton_serial", "triton_chunked", "recurrent")
 STEP_IMPLS = ("auto", "reference", "triton")

@@ -2,7 +2,7 @@
 
 Why token-serial: one δ-mem state is r×r (r ≤ 64, 8 by default), so one program per
 (batch, state head) keeps the whole fp32 state in registers and walks the tokens in order; the
-cost is the serial dependency chain and the bytes of q, k, v, β, not FLOPs (deltamem.md §9).
+cost is the serial dependency chain and the bytes of q, k, v, β, not FLOPs (docs/deltamem.md §9).
 Reads come before writes, exactly as in `reference.recurrent`.
 
 The backward walks time in reverse on the adjoint G = ∂L/∂S_t. The forward stores the state at

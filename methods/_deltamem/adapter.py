@@ -3,7 +3,7 @@
 
 The official ``.pt`` is read with ``torch.load(weights_only=True)`` only. Its config is checked
 field by field against what our modules implement; anything else is refused with an error naming
-the field, never loaded approximately (deltamem.md §8).
+the field, never loaded approximately (docs/deltamem.md §8).
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ last T positions; never the 4-D mask) and pops the write ids for these T tokens 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,21 +117,6 @@ def get_adapter(model: nn.Module) -> Adapter:
     if a is None:
         raise ValueError("no δ-mem attached to this model; call attach(model, ...) first")
     return a
-
-
-def attach(model: nn.Module, rank: int = 8, alpha: float = 16.0, num_states: int = 1, granularity: str = "token",
-           heads: tuple[str, ...] = ("q", "o"), layers: tuple[int, ...] | None = None, adapter: str | Path | None = None,
-           seed: int = 0) -> Adapter:
-    """Attach δ-mem to ``model`` (fresh init, or from ``adapter``: our format or the official one; the
-    adapter's own config then wins over the keyword arguments). Returns the Adapter."""
-    if _ATTR in model.__dict__:
-        raise ValueError("δ-mem is already attached to this model; detach(model) first")
-    if adapter is not None:
-        from methods._deltamem.adapter import load
-
-        return load(model, adapter)
-    spec = Spec(rank=rank, alpha=alpha, num_states=num_states, granularity=granularity, heads=tuple(heads), layers=layers)
-    return build(model, spec, seed=seed)
 
 
 def build(model: nn.Module, spec: Spec, seed: int = 0) -> Adapter:

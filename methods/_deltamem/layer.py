@@ -1,7 +1,7 @@
 """One δ-mem memory: the per-layer projections, gates, low-rank corrections and the fp32 state.
 
 The state is ``S ∈ R^{N×r×r}`` per sequence (N = 1 for TSW/SSW, N states for MSW); rows are value
-dimensions. Every call first reads ``r_t = S_{t-1} q_t`` and then writes (deltamem.md §2):
+dimensions. Every call first reads ``r_t = S_{t-1} q_t`` and then writes (docs/deltamem.md §2):
 
     S_t = Diag(1-β_t) S_{t-1} + Diag(β_t) (v_t - S_{t-1} k_t) k_tᵀ
 

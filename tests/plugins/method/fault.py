@@ -1,7 +1,9 @@
 """fault: TEST-ONLY. Full KV that fails on purpose, to test that a sweep survives its runs failing.
 
-Not a memory method and never part of a benchmark. With ``mode: none`` (the default) it is exactly
-full_kv, so the contract tests that cover every registered method pass for it too. Any other mode
+Not a memory method and never part of a benchmark: a plugin (see harness/registry.py) that only the
+test suite registers (tests/conftest.py adds tests/plugins to MEMHARNESS_PLUGINS). With
+``mode: none`` (the default) it is exactly full_kv, so the contract tests that cover every
+registered method pass for it too. Any other mode
 fires during ``ingest`` of a context of at least ``min_tokens`` tokens, which lets one sweep hold
 both runs that fail and runs that do not (e.g. a fault only at the longest context length):
 
@@ -21,8 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from harness.registry import check
-from methods._lm import KVCacheMethod
-from methods.base import Context, Method, MethodConfig
+from methods.base import Context, MethodConfig
+from methods.full_kv import FullKV
 
 MODES = ("none", "raise", "oom", "hang", "segfault")
 
@@ -38,7 +40,7 @@ class FaultConfig(MethodConfig):
         check(isinstance(self.min_tokens, int) and self.min_tokens >= 0, "method.min_tokens", "an integer >= 0", self.min_tokens)
 
 
-class Fault(KVCacheMethod, Method):
+class Fault(FullKV):
     name = "fault"
     Config = FaultConfig
     variant = "test-only"
