@@ -75,6 +75,7 @@ class RulerNiahConfig(GridConfig):
     haystack: str | None = None  # null: the variant's own (see the table above)
     max_new_tokens: int | None = None  # null: 16 for numbers, 40 for uuids, 64 for 4 values
     split: str = "eval"
+    stop: list[str] = field(default_factory=list)  # RULER scores the whole output; answers may list values over lines
 
     def __post_init__(self) -> None:
         check(self.variant in VARIANTS, "task.variant", f"one of {', '.join(VARIANTS)}", self.variant)

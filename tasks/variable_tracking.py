@@ -10,7 +10,7 @@ commas, a complete answer). Depth has no single meaning here, so there is no dep
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tasks import _split, haystack
@@ -44,6 +44,7 @@ class VariableTrackingConfig(LengthsConfig):
     num_chains: int = 1
     num_hops: int = 4
     max_new_tokens: int = 32
+    stop: list[str] = field(default_factory=list)  # RULER scores the whole output; answers may list values over lines
 
     def __post_init__(self) -> None:
         super().__post_init__()
