@@ -11,7 +11,7 @@ import pandas as pd
 from harness import io
 from harness.study import plots
 from harness.study.parts import FINDING_AGENT
-from harness.study.sections import (COMMANDS, Section, Table, acc_text, bytes_text, cells, facts, half_width_note, scored,
+from harness.study.sections import (COMMANDS, Section, Table, acc_text, best_of, bytes_text, cells, facts, half_width_note, scored,
                                     tidy_cells, wide_table)
 
 
@@ -37,8 +37,8 @@ def agent(site: Path, df: pd.DataFrame) -> Section:
     for task, g in c.groupby("task"):
         at = g.set_index("variant")
         pick = (lambda v: acc_text(at.at[v, "_cell"]) if v in at.index else "n/a (not run)")
-        best = at["accuracy"].idxmax()
-        s.finding.append(FINDING_AGENT.format(task=task, best=best, best_acc=pick(best), dm=pick("deltamem_state"), none=pick("no_memory")))
+        best = best_of(at["accuracy"])
+        s.finding.append(FINDING_AGENT.format(task=task, best=best, best_acc=pick(best.split(" = ")[0]), dm=pick("deltamem_state"), none=pick("no_memory")))
     persist = d[d["status"] == "ok"].groupby("variant")[["persisted_bytes", "save_s", "restore_s", "ingest_s"]].mean()
     persist = persist[persist["persisted_bytes"].notna()]
     if len(persist):

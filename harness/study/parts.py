@@ -11,7 +11,7 @@ from harness import io
 from harness.study import plots
 from harness.study.mechanism import capacity_at, settings_label
 from harness.study.scaling import loglog_slope, model_layout
-from harness.study.sections import (COMMANDS, Section, Table, acc_text, bytes_text, cells, facts, half_width_note, num,
+from harness.study.sections import (COMMANDS, Section, Table, acc_text, best_of, bytes_text, cells, facts, half_width_note, num,
                                     scored, tidy_cells, wide_table)
 
 FINDING_MECHANISM = ("With r = {r}, δ-mem's update keeps at least {thr:.0%} of pairs up to N = {cap_b_lo} at β = {b_lo:g} and "
@@ -99,9 +99,9 @@ def capacity(site: Path, df: pd.DataFrame) -> Section:
     s.facts = facts(d, s.command, sorted(c["ci_method"].dropna().unique()))
     n = c["num_facts"].max()
     at = c[c["num_facts"] == n].set_index("variant")
-    best = at["accuracy"].idxmax()
+    best = best_of(at["accuracy"])
     pick = (lambda v: acc_text(at.at[v, "_cell"]) if v in at.index else "n/a (not run)")
-    s.finding = [FINDING_CAPACITY.format(n=int(n), best=best, best_acc=pick(best), dm=pick("deltamem_state"), win=pick("window"))]
+    s.finding = [FINDING_CAPACITY.format(n=int(n), best=best, best_acc=pick(best.split(" = ")[0]), dm=pick("deltamem_state"), win=pick("window"))]
     if (note := half_width_note(c)) is not None:
         s.notes.append(note)
     s.notes.append("Not in the grid yet: full KV with quantized KV (needs the memory card's model.quantization).")

@@ -8,6 +8,7 @@ is written with its n and its 95 % interval (see ``acc_text``), so no number in 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +69,7 @@ def acc_text(c: dict[str, Any]) -> str:
     if c.get("mean") is None:
         return f"n/a ({c.get('ci_reason', 'no samples')})"
     ci = f" [{num(c['ci_low'])}, {num(c['ci_high'])}]" if c.get("ci_low") is not None else f" (no interval: {c.get('ci_reason')})"
-    ctx = f" ({c['n_contexts']} contexts)" if c.get("n_contexts") and c["n_contexts"] != c["n"] else ""
+    ctx = f" ({c['n_contexts']} context{'s' if c['n_contexts'] != 1 else ''})" if c.get("n_contexts") and c["n_contexts"] != c["n"] else ""
     return f"{num(c['mean'])}{ci}, n = {c['n']}{ctx}"
 
 
@@ -121,13 +122,19 @@ def facts(df: pd.DataFrame, command: str, interval_methods: list[str]) -> list[t
             ("commit", ", ".join(shas) or "n/a"), ("command", command)]
 
 
+def best_of(accuracy: pd.Series) -> str:
+    """The index label(s) with the highest accuracy, ties named together ("a = b")."""
+    top = accuracy.max()
+    return " = ".join(str(v) for v in accuracy.index[accuracy == top]) if pd.notna(top) else "n/a"
+
+
 def wide_table(c: pd.DataFrame, row: str, col: str, title: str, csv: str | None = None) -> Table:
     cols = sorted(c[col].dropna().unique())
     rows = []
     for r, g in c.groupby(row, sort=True):
         by = {k: v for k, v in zip(g[col], g["_cell"])}
         rows.append([str(r)] + [acc_text(by[k]) if k in by else "n/a (not run)" for k in cols])
-    return Table(title, [row] + [f"{col} = {k:g}" if isinstance(k, (int, float)) else str(k) for k in cols], rows, csv)
+    return Table(title, [row] + [f"{col} = {k:g}" if isinstance(k, numbers.Number) else str(k) for k in cols], rows, csv)
 
 
 def half_width_note(c: pd.DataFrame) -> str | None:
