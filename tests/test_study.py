@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from harness.reporting import tidy
 from harness.reporting.runs import load_runs

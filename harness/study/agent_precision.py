@@ -100,6 +100,7 @@ def limitations(sections: list[Section], df: pd.DataFrame, rendered: dict[str, s
     s.finding = [f"Language-model parts ran on model(s): {', '.join(models) or 'none yet'}; device(s): {', '.join(devices) or 'none yet'}. "
                  f"The shipped δ-mem adapters were trained for {', '.join(str(a['steps']) + ' steps' for a in ad) or 'n/a'} on CPU; "
                  "a δ-mem row near chance measures these adapters, not the mechanism's ceiling (part 1 gives that)."]
-    s.facts = [("commit", rendered["commit"]), ("date", rendered["date"]), ("device", rendered["device"]), ("command", COMMANDS["render"])]
+    s.facts = [("n", "per part, in the sample sizes table below"), ("interval", "per part, stated in each section"),
+               ("device", rendered["device"]), ("date", rendered["date"]), ("commit", rendered["commit"]), ("command", COMMANDS["render"])]
     s.notes.append("Headline cells aim at a 95% half-width of at most 0.10; cells above it are listed in their section's notes.")
     return s

@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-import numpy as np
 import pandas as pd
 import torch
 
