@@ -123,3 +123,30 @@ def test_study_smoke_runs_every_part_and_renders(tmp_path: Path) -> None:
     # every number in a finding travels with its n
     for s in (ran["capacity"], ran["agent"]):
         assert s.finding and all("n = " in f or "n/a" in f for f in s.finding)
+
+
+def test_capacity_numbers_are_the_runs_numbers(tmp_path: Path) -> None:
+    """Known scores in, the same means (clustered by context) out: table, CSV and finding agree."""
+    from tests.test_report import _row
+
+    def rows(score_of) -> list[dict]:
+        out = []
+        for n in (2, 8):
+            for e in range(3):  # 3 contexts per N, 2 queries each
+                for q in range(2):
+                    r = _row(0, {"num_facts": n, "context_length": 512}, score_of(n, e, q), 1000 * n, 4, None, "x")
+                    out.append(r | {"id": f"kv_recall-{n}-{e}-{q}"})
+        return out
+
+    write_run(tmp_path / "runs" / "a", "full_kv", "kv_recall", "m", rows(lambda n, e, q: 1.0))
+    write_run(tmp_path / "runs" / "b", "window", "kv_recall", "m", rows(lambda n, e, q: float(n == 2 and e > 0)))
+    _mechanism(tmp_path / "site")
+    study = build_study([tmp_path / "runs"], tmp_path / "site")
+    cap = pd.read_csv(tmp_path / "site" / "capacity.csv").set_index(["variant", "num_facts"])
+    assert cap.loc[("full_kv", 8), "accuracy"] == 1.0 and cap.loc[("window", 8), "accuracy"] == 0.0
+    assert math.isclose(cap.loc[("window", 2), "accuracy"], 4 / 6)
+    assert (cap["n"] == 6).all() and (cap["n_contexts"] == 3).all() and set(cap["ci_method"]) == {"cluster_bootstrap"}
+    (finding,) = next(s for s in study.sections if s.id == "capacity").finding
+    assert finding.startswith("At N = 8 facts, the most accurate method is full_kv (1.00") and "n = 6 (3 contexts)" in finding
+    md = (tmp_path / "site" / "index.md").read_text()
+    assert "0.67 \\[" in md  # window at N = 2, with its interval, in the Markdown table

@@ -75,6 +75,9 @@ def mechanism(site: Path, data: Path) -> Section:
                ("device", f"{meta.get('device', 'n/a')} (CPU, {meta.get('torch_threads', 1)} torch thread)"),
                ("date", str(meta.get("date", "n/a"))[:10]), ("commit", str(meta.get("git_sha") or "n/a")[:10]),
                ("time", f"{meta['wall_s']:.0f} s" if "wall_s" in meta else "n/a"), ("command", meta.get("command", s.command))]
+    s.notes.append("A read counts as correct when it is closer (cosine) to its own value than to the other N − 1 written values; "
+                   "this forgives interference that leaves the read's direction intact, which is why linear attention, whose "
+                   "crosstalk is zero-mean, keeps up with the delta rules here.")
     s.notes.append("δ-mem normally forms keys and queries as L2norm(tanh(W x)) from the layer input; here the sampled unit "
                    "keys and values are fed to the recurrence (kernels.deltamem.scan) directly, so only the update rule is measured.")
     return s
