@@ -112,16 +112,17 @@ def capacity(site: Path, df: pd.DataFrame) -> Section:
 
 
 def _cost_table(d: pd.DataFrame) -> pd.DataFrame:
-    ok = d[d["status"] == "ok"]
+    """One row per variant × model × context length: bytes as means, TTFT as medians, n samples."""
     rows = []
-    for (v, model, length), g in ok.groupby(["variant", "model", "context_length"], sort=True):
-        dtype = g["dtype"].iloc[0]
+    for (v, model, length), g in d[d["status"] == "ok"].groupby(["variant", "model", "context_length"], sort=True):
+        req = g["required_bytes"].dropna()
+        why = g["required_bytes_reason"].dropna()
         rows.append({"method": v, "model": model, "context_length": length, "context_tokens": g["context_tokens"].mean(),
-                     "state_bytes": g["state_bytes"].mean(), "required_bytes": g["required_bytes"].mean() if g["required_bytes"].notna().any() else None,
-                     "required_bytes_reason": None if g["required_bytes"].notna().any() else g["required_bytes_reason"].dropna().iloc[0] if g["required_bytes_reason"].notna().any() else "not recorded",
+                     "state_bytes": g["state_bytes"].mean(), "required_bytes": req.mean() if len(req) else None,
+                     "required_bytes_reason": None if len(req) else (why.iloc[0] if len(why) else "not recorded"),
                      "ttft_cold_s": g["ttft_cold_s"].median(), "ttft_query_s": g["ttft_query_s"].median(),
                      "ingest_tok_per_s": g["ingest_tok_per_s"].mean(), "decode_tok_per_s": g["decode_tok_per_s"].mean(),
-                     "n": len(g), "dtype": dtype})
+                     "n": len(g), "dtype": g["dtype"].iloc[0]})
     return pd.DataFrame(rows)
 
 

@@ -137,7 +137,8 @@ def accuracy_vs_bytes(c: Canvas, data: pd.DataFrame, same_bytes: list[tuple[str,
         for n, g in data[data["variant"].isin([a, b])].groupby("num_facts"):
             if len(g) == 2:
                 ax.plot(g["state_bytes"] / 2**20, g["accuracy"], color="#57606a", linewidth=0.8, alpha=0.6)
-    ax.set_xscale("symlog", linthresh=max(1e-3, float((data["state_bytes"][data["state_bytes"] > 0] / 2**20).min() or 1e-3)))
+    positive = data["state_bytes"][data["state_bytes"] > 0] / 2**20
+    ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1e-3)  # 0 bytes (no memory) sits at 0
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("state_bytes, mean (MiB, symmetric log scale)")
     ax.set_ylabel("accuracy")
