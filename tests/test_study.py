@@ -1,0 +1,152 @@
+"""The study generator: intervals, the KV-bytes prediction and slopes, the tidy frame, and the site
+(every section present; missing parts say "not run yet" with their command; the miniature of every
+part, experiment=study_smoke, runs on the tiny model and renders with every figure and its CSV)."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from harness.reporting import tidy
+from harness.reporting.runs import load_runs
+from harness.study import mechanism
+from harness.study.intervals import cluster_bootstrap, mean_interval, wilson
+from harness.study.scaling import KVLayout, loglog_slope, model_layout
+from harness.study.sections import COMMANDS
+from harness.study.site import build_study
+from tests._harness_cli import run_cli
+from tests.test_report import grid_rows, write_run
+
+SECTIONS = ["mechanism", "capacity", "cost", "agent", "precision", "limitations"]
+FACTS = ["n", "interval", "device", "date", "command"]
+
+
+def test_wilson_matches_known_values() -> None:
+    lo, hi = wilson(0, 10)
+    assert lo == 0 and math.isclose(hi, 0.2775, abs_tol=1e-4)
+    lo, hi = wilson(5, 10)
+    assert math.isclose(lo, 0.2366, abs_tol=1e-4) and math.isclose(hi, 0.7634, abs_tol=1e-4)
+
+
+def test_interval_fits_the_data_and_says_which() -> None:
+    assert mean_interval([1, 0, 1, 1])["ci_method"] == "wilson"
+    shared = mean_interval([1, 1, 0, 0, 1, 1], ["a", "a", "b", "b", "c", "c"])
+    assert shared["ci_method"] == "cluster_bootstrap" and shared["n_contexts"] == 3
+    one = mean_interval([1.0])
+    assert one["mean"] == 1.0 and one["ci_low"] is None and one["ci_reason"] == "fewer than 2 samples"
+    # whole contexts agree inside: resampling contexts gives a wider interval than 60 independent samples would
+    scores = [float(i % 2) for i in range(6) for _ in range(10)]
+    lo, hi = cluster_bootstrap(scores, [i for i in range(6) for _ in range(10)])
+    wlo, whi = wilson(sum(scores), len(scores))
+    assert hi - lo > whi - wlo
+
+
+def test_full_kv_bytes_follow_the_sliding_window_layout() -> None:
+    gemma_like = KVLayout(("sliding_attention",) * 5 + ("full_attention",), 512, 1, 256, "test")
+    per_token = 2 * 1 * 256 * 4  # K and V, one head of 256, fp32
+    assert gemma_like.bytes(256, 4) == 6 * 256 * per_token  # below the window every layer keeps every token
+    assert gemma_like.bytes(4096, 4) == (5 * 512 + 4096) * per_token  # sliding layers capped, the global one linear
+    tiny, why = model_layout({"source": "tiny_random", "family": "gemma3"})
+    assert why is None and tiny.sliding_window == 32 and tiny.layer_types.count("full_attention") == 2
+    none, why = model_layout({"source": "no_such_source", "cache_dir": "/nonexistent"})
+    assert none is None and "config not found" in why
+
+
+def test_loglog_slopes() -> None:
+    xs = [512, 1024, 2048, 4096]
+    assert math.isclose(loglog_slope(xs, [3 * x for x in xs])[0], 1.0, abs_tol=1e-9)
+    assert math.isclose(loglog_slope(xs, [7.0] * 4)[0], 0.0, abs_tol=1e-9)
+    slope, why = loglog_slope([512], [1.0])
+    assert slope is None and "fewer than 2" in why
+
+
+def test_tidy_frame_has_a_row_per_sample_and_keeps_failed_runs(tmp_path: Path) -> None:
+    write_run(tmp_path / "a", "full_kv", "needle", "m", grid_rows(lambda n, d: 1.0, lambda n: 100 * n))
+    write_run(tmp_path / "b", "window", "needle", "m", [], status="failed",
+              error={"type": "RuntimeError", "message": "boom", "traceback": ""})
+    df = tidy.frame(load_runs([tmp_path]))
+    assert len(df) == 6 + 1
+    assert set(df.loc[df["method"] == "window", "status"]) == {"failed"}
+    ok = df[df["status"] == "ok"]
+    assert (ok["state_bytes"] == 100 * ok["context_length"]).all()
+    assert ok["required_bytes"].isna().all() and ok["required_bytes_reason"].str.contains("memory card").all()
+    assert (ok["variant"] == "full_kv").all() and (ok["context_id"] == ok["sample_id"]).all()
+
+
+def _mechanism(folder: Path) -> None:
+    assert mechanism.main(["--out", str(folder), "--trials", "200", "--ranks", "8", "--max-pairs", "4"]) == 0
+
+
+def test_missing_parts_say_not_run_yet_with_their_command(tmp_path: Path) -> None:
+    _mechanism(tmp_path / "mech")
+    study = build_study([], tmp_path / "site", tmp_path / "mech")
+    assert [s.id for s in study.sections] == SECTIONS
+    html, md = (tmp_path / "site" / "index.html").read_text(), (tmp_path / "site" / "index.md").read_text()
+    for part in ("capacity", "cost", "agent", "precision"):
+        assert COMMANDS[part].split("#")[0].strip() in html and f"not run yet: {COMMANDS[part].split()[0]}" in md
+    assert "model.quantization" in html  # precision names its dependency
+    assert (tmp_path / "site" / "figures" / "mechanism" / "mechanism_deltamem.csv").is_file()
+
+
+def _figures(html: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', html)
+
+
+def test_study_smoke_runs_every_part_and_renders(tmp_path: Path) -> None:
+    res = run_cli(["experiment=study_smoke", "launcher=inline", f"out_dir={tmp_path / 'runs'}", "run.progress=false"], tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    _mechanism(tmp_path / "site")
+    study = build_study([tmp_path / "runs"], tmp_path / "site")
+    site = tmp_path / "site"
+    ran = {s.id: s for s in study.sections if s.ran}
+    assert set(ran) == {"mechanism", "capacity", "cost", "agent", "limitations"}, "precision waits for model.quantization"
+    html = (site / "index.html").read_text()
+    for sid in SECTIONS:
+        assert f'<section id="{sid}">' in html
+    for s in ran.values():
+        assert set(FACTS) <= {k for k, _ in s.facts}, s.id
+        for f in s.figures:
+            for path in (f.svg, f.png, f.csv):
+                assert (site / path).is_file(), path
+            assert f.svg in html
+    assert len(_figures(html)) == sum(len(s.figures) for s in ran.values()) >= 9
+    cost = pd.read_csv(site / "cost_scaling.csv")
+    assert {"method", "context_tokens", "state_bytes", "required_bytes", "ttft_cold_s", "decode_tok_per_s"} <= set(cost.columns)
+    assert set(cost["method"]) == {"full_kv", "window", "deltamem_state"}
+    pred = pd.read_csv(site / "cost_full_kv_predicted.csv")  # the tiny model's layout is known in code
+    assert (pred["state_bytes"] > 0).all() and len(pred) == 2
+    tidy_rows = pd.read_csv(site / "tidy_samples.csv")
+    assert set(tidy_rows["part"]) == {"capacity", "cost", "agent"} and tidy_rows["run_id"].nunique() == 12
+    # every number in a finding travels with its n
+    for s in (ran["capacity"], ran["agent"]):
+        assert s.finding and all("n = " in f or "n/a" in f for f in s.finding)
+
+
+def test_capacity_numbers_are_the_runs_numbers(tmp_path: Path) -> None:
+    """Known scores in, the same means (clustered by context) out: table, CSV and finding agree."""
+    from tests.test_report import _row
+
+    def rows(score_of) -> list[dict]:
+        out = []
+        for n in (2, 8):
+            for e in range(3):  # 3 contexts per N, 2 queries each
+                for q in range(2):
+                    r = _row(0, {"num_facts": n, "context_length": 512}, score_of(n, e, q), 1000 * n, 4, None, "x")
+                    out.append(r | {"id": f"kv_recall-{n}-{e}-{q}"})
+        return out
+
+    write_run(tmp_path / "runs" / "a", "full_kv", "kv_recall", "m", rows(lambda n, e, q: 1.0))
+    write_run(tmp_path / "runs" / "b", "window", "kv_recall", "m", rows(lambda n, e, q: float(n == 2 and e > 0)))
+    _mechanism(tmp_path / "site")
+    study = build_study([tmp_path / "runs"], tmp_path / "site")
+    cap = pd.read_csv(tmp_path / "site" / "capacity.csv").set_index(["variant", "num_facts"])
+    assert cap.loc[("full_kv", 8), "accuracy"] == 1.0 and cap.loc[("window", 8), "accuracy"] == 0.0
+    assert math.isclose(cap.loc[("window", 2), "accuracy"], 4 / 6)
+    assert (cap["n"] == 6).all() and (cap["n_contexts"] == 3).all() and set(cap["ci_method"]) == {"cluster_bootstrap"}
+    (finding,) = next(s for s in study.sections if s.id == "capacity").finding
+    assert finding.startswith("At N = 8 facts, the most accurate method is full_kv (1.00") and "n = 6 (3 contexts)" in finding
+    md = (tmp_path / "site" / "index.md").read_text()
+    assert "0.67 \\[" in md  # window at N = 2, with its interval, in the Markdown table

@@ -1,0 +1,67 @@
+"""The study presets compose to the intended runs and every run validates (nothing is run)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.launch import validate
+from harness.registry import ConfigError
+from test_sweep_presets import _runs
+
+ALL = {"full_kv", "window", "streaming_llm", "rag_bm25", "rag_dense", "snapkv_50", "snapkv_90", "expected_attention_50",
+       "expected_attention_90", "deltamem_state", "deltamem_paper", "oracle", "no_memory"}
+
+
+def test_capacity_is_kv_recall_one_to_64_facts_across_every_variant() -> None:
+    runs = _runs("study_capacity")
+    assert {r.study.variant for r in runs} == ALL and len(runs) == len(ALL)
+    assert {tuple(r.task.num_facts) for r in runs} == {(1, 2, 4, 8, 16, 32, 64)}
+    assert {r.task.name for r in runs} == {"kv_recall"} and {r.study.part for r in runs} == {"capacity"}
+    by = {r.study.variant: r for r in runs}
+    assert by["streaming_llm"].method.sinks > 0 and by["window"].method.window == by["deltamem_state"].method.window  # same bytes
+    assert by["deltamem_paper"].method.window is None and by["rag_dense"].method.retriever == "dense"
+    assert {by[v].method.compression_ratio for v in ("snapkv_50", "snapkv_90")} == {0.5, 0.9}
+    for r in runs:
+        validate(r)
+
+
+def test_cost_is_one_run_per_variant_and_length() -> None:
+    cpu = _runs("study_cost", "model.device=cpu")
+    assert sorted({r.task.context_lengths[0] for r in cpu}) == [512, 1024, 2048, 4096, 8192]
+    assert len(cpu) == 5 * len({r.study.variant for r in cpu}) and {"full_kv", "deltamem_state"} <= {r.study.variant for r in cpu}
+    assert all(r.run.ignore_eos and r.run.repetitions >= 3 for r in cpu)
+    gpu = _runs("study_cost_gpu", "model.device=cuda")
+    assert max(r.task.context_lengths[0] for r in gpu) == 32768
+    for r in cpu:
+        validate(r)
+
+
+def test_agent_crosses_two_tasks_with_the_variants() -> None:
+    runs = _runs("study_agent")
+    assert {r.task.name for r in runs} == {"multi_session", "fact_update"} and len(runs) == 2 * len({r.study.variant for r in runs})
+    for r in runs:
+        validate(r)
+
+
+def test_precision_names_its_missing_dependency() -> None:
+    runs = _runs("study_precision")
+    try:
+        validate(runs[0])
+    except ConfigError as e:
+        assert "model.quantization" in str(e)
+    assert sorted({str(r.model.quantization) for r in runs}) == ["int4", "int8", "none"]
+
+
+def test_smoke_is_every_part_on_the_tiny_model_without_extras() -> None:
+    runs = _runs("study_smoke")
+    assert {r.model.name for r in runs} == {"tiny_random"}
+    assert {r.study.part for r in runs} == {"capacity", "cost", "agent"}
+    assert {r.method.name for r in runs} <= {"full_kv", "window", "deltamem", "no_memory", "oracle", "rag"}
+    assert all(r.run.limit and r.run.timeout_s for r in runs)
+    for r in runs:
+        validate(r)
+
+
+def test_unknown_variant_is_rejected_with_the_choices() -> None:
+    with pytest.raises(Exception, match="snapkv_50"):
+        _runs("study_capacity", "+variant=snapkv_5")
