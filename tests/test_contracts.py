@@ -56,7 +56,7 @@ def test_method_name_is_its_registry_key(name: str) -> None:
     assert cls.name == name and isinstance(cls.contract_overrides, dict)
 
 
-# Tasks that read a user's file (needs_path) have no seed to vary; tests/test_tasks_jsonl.py covers jsonl.
+# Tasks that read a user's file (needs_path) have no seed to vary; their own test files cover them.
 GENERATED_TASKS = [n for n in TASKS.names() if not TASKS.get(n).needs_path]
 
 
