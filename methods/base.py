@@ -84,6 +84,16 @@ class Method(ABC):
     contract: ClassVar[bool] = True
     #: a method that exists only for the harness's own tests (never benchmarked, left out of presets)
     test_only: ClassVar[bool] = False
+    #: optional packages the method imports (module name -> how to install it); without them the
+    #: method raises a ConfigError and tests that need it skip with this hint
+    requires: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        """Install hints for the optional packages in ``requires`` that cannot be imported."""
+        import importlib.util
+
+        return [hint for module, hint in cls.requires.items() if importlib.util.find_spec(module) is None]
 
     def __init__(self, cfg: MethodConfig, lm: "LoadedModel") -> None:
         self.cfg = cfg

@@ -76,6 +76,7 @@ def build_press(cfg: KVPressConfig) -> Any:
 
 class KVPress(Method):
     name = "kvpress"
+    requires = {"kvpress": "kvpress (scripts/install.sh, or pip install --no-deps kvpress==0.5.5 with the [kvpress] extra)"}
     Config = KVPressConfig
 
     def __init__(self, cfg: KVPressConfig, lm: Any) -> None:

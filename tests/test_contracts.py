@@ -18,8 +18,11 @@ METHOD_NAMES = [n for n in METHODS.names() if METHODS.get(n).contract]
 
 
 def contract_method(name: str, lm, **over) -> Method:
-    """Method ``name`` with its declared contract overrides, then ``over``."""
+    """Method ``name`` with its declared contract overrides, then ``over``; a skip naming the optional
+    package when the method needs one that is not installed."""
     cls = METHODS.get(name)
+    if missing := cls.missing():
+        pytest.skip(f"method={name} needs an optional package that is not installed: {'; '.join(missing)}")
     return cls(build_config(cls.Config, {**cls.contract_overrides, **over}, "method"), lm)
 
 

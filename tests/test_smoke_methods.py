@@ -3,8 +3,6 @@ methods to its 128-token contexts, and each method really runs the preset's samp
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 from _harness_cli import run_cli
 
@@ -23,8 +21,8 @@ def test_product_methods_are_all_there() -> None:
 
 @pytest.mark.parametrize("method", PRODUCT)
 def test_smoke_runs_with_every_method(method: str, tmp_path) -> None:
-    if method == "kvpress" and importlib.util.find_spec("kvpress") is None:
-        pytest.skip("kvpress is not installed (an optional extra): method=kvpress cannot run here")
+    if missing := METHODS.get(method).missing():
+        pytest.skip(f"method={method} needs an optional package that is not installed: {'; '.join(missing)}")
     from harness.run import execute
 
     cfg = compose(["experiment=smoke", f"method={method}", "run.progress=false"])
