@@ -78,7 +78,8 @@ def measure_sample(method: Any, lm: LoadedModel, ctx: Any, q: Any, max_new: int,
                         stopped = True
                         break
         finally:
-            gen.close()  # runs the method's cleanup (hooks, presses) when it was stopped early
+            if hasattr(gen, "close"):  # a generator: runs the method's cleanup (hooks, presses) when stopped early
+                gen.close()
     t = clock.seconds()  # the one synchronisation
     ids = [int(x) for x in tokens]
     n, ctx_tokens = len(ids), ctx.num_tokens
