@@ -11,7 +11,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -94,10 +94,15 @@ def _smollm2_gguf() -> Path:
     return files[0]
 
 
+def is_converted(cfg: ModelConfig) -> bool:
+    out = cache_root(cfg) / cfg.source
+    return (out / "config.json").exists() and any(out.glob("*.safetensors"))
+
+
 def converted_folder(cfg: ModelConfig) -> Path:
     """Return a safetensors folder for a GGUF source, converting once (atomically) if needed."""
     out = cache_root(cfg) / cfg.source
-    if (out / "config.json").exists() and any(out.glob("*.safetensors")):
+    if is_converted(cfg):
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -130,12 +135,16 @@ def converted_folder(cfg: ModelConfig) -> Path:
     return out
 
 
-def load(cfg: ModelConfig) -> LoadedModel:
+def load(cfg: ModelConfig, before_weights: Callable[[], None] | None = None) -> LoadedModel:
+    """Load tokenizer and model; ``before_weights()`` is called between the two (the memory card
+    takes its runtime baseline there)."""
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
+    before_weights = before_weights or (lambda: None)
     if cfg.source == "tiny_random":
         from harness.tiny import tiny_model
 
+        before_weights()
         model, tok = tiny_model(cfg.family, cfg.seed, cfg.attn_implementation)
         model = model.to(device=device, dtype=dtype)
     else:
@@ -144,6 +153,7 @@ def load(cfg: ModelConfig) -> LoadedModel:
         folder = str(converted_folder(cfg)) if cfg.source.endswith("_gguf") else cfg.path
         try:
             tok = AutoTokenizer.from_pretrained(folder)
+            before_weights()
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=cfg.attn_implementation)
         except OSError as e:
             raise ConfigError(f"invalid value for 'model.path': {folder!r} could not be loaded offline ({e})") from e
