@@ -51,8 +51,24 @@ def rss_now() -> int | None:
     return _status("VmRSS")
 
 
+def trim_heap() -> bool:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``), so that what a phase finds resident
+    at its start is what is live, not what an earlier phase freed and the allocator kept."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0) >= 0)
+    except (OSError, AttributeError):
+        return False
+
+
+_LIFE_PEAK = 0  # the largest high-water mark read before a reset: the kernel's own peak is reset with it
+
+
 def reset_peak() -> bool:
     """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0); False where not allowed."""
+    global _LIFE_PEAK
+    _LIFE_PEAK = max(_LIFE_PEAK, _status("VmHWM") or 0)
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -62,8 +78,9 @@ def reset_peak() -> bool:
 
 
 def process_peak_rss() -> int:
-    """Peak RSS of this process over its whole life (getrusage; never reset by ``reset_peak``)."""
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    """Peak RSS of this process over its whole life: the kernel's mark (getrusage reads the same
+    counter) and every mark read before ``reset_peak`` cleared it."""
+    return max(_LIFE_PEAK, int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024)
 
 
 def make_resident(tensors: list[torch.Tensor]) -> None:
@@ -117,6 +134,7 @@ class Mark:
         self.d: dict[str, Any] = {}
 
     def __enter__(self) -> "Mark":
+        trim_heap()
         self._exact = reset_peak()
         self.d["start_rss_bytes"] = rss_now()
         if self.device.type == "cuda":
@@ -126,6 +144,7 @@ class Mark:
     def __exit__(self, *exc: Any) -> None:
         if self._exact:
             self.d["peak_rss_bytes"], self.d["peak_rss_source"] = _status("VmHWM"), "VmHWM"
+        self.d["end_rss_bytes"] = rss_now()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.d["peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated(self.device))
