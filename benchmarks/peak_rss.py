@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     done.set()
     t.join()
     child = max((v for k, v in peaks.items() if k != proc.pid), default=None)  # the run process (launcher=process)
+    if child is not None:
+        from harness import io
+
+        io.write_json(Path(a.out) / "outside_peak_rss.json", {"peak_rss_bytes": child, "poll_s": 0.001, "overrides": a.overrides})
     for path in sorted(Path(a.out).rglob("summary.json")):
         s = json.loads(path.read_text())
         req = (s.get("memory") or {}).get("required_bytes")

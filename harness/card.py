@@ -80,7 +80,7 @@ def reset_peak() -> bool:
 def process_peak_rss() -> int:
     """Peak RSS of this process over its whole life: the kernel's mark (getrusage reads the same
     counter) and every mark read before ``reset_peak`` cleared it."""
-    return max(_LIFE_PEAK, int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024)
+    return max(_LIFE_PEAK, _status("VmHWM") or 0, int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024)
 
 
 def make_resident(tensors: list[torch.Tensor]) -> None:
