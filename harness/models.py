@@ -34,11 +34,15 @@ class ModelConfig:
     chat: bool = False  # wrap prompts in the tokenizer's chat template
     cache_dir: str | None = None
     seed: int = 0  # tiny_random init
+    quantization: str = "none"  # weight-only: none | int8 | int4 (torchao; see harness/quant.py)
 
     def __post_init__(self) -> None:
         check(self.source in SOURCES, "model.source", f"one of {', '.join(SOURCES)}", self.source)
         check(self.family in FAMILIES, "model.family", f"one of {', '.join(FAMILIES)}", self.family)
         check(self.dtype == "auto" or self.dtype in DTYPES, "model.dtype", f"auto or one of {', '.join(DTYPES)}", self.dtype)
+        from harness.quant import QUANTIZATIONS
+
+        check(self.quantization in QUANTIZATIONS, "model.quantization", f"one of {', '.join(QUANTIZATIONS)}", self.quantization)
         check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"), "model.device", "auto, cpu or cuda[:N]", self.device)
         if self.source == "hf":
             check(bool(self.path), "model.path", "a hub id or a local folder for model.source=hf", self.path)
@@ -52,6 +56,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     eos_ids: set[int] = field(default_factory=set)
+    quant_info: dict[str, Any] = field(default_factory=lambda: {"quantization": "none"})
 
     @property
     def weights_bytes(self) -> int:
@@ -161,10 +166,13 @@ def load(cfg: ModelConfig, before_weights: Callable[[], None] | None = None) -> 
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    from harness.quant import quantize
+
+    quant_info = quantize(model, cfg.quantization, device)
     eos = model.generation_config.eos_token_id if model.generation_config is not None else None
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     if tok.eos_token_id is not None:
         eos_ids.add(tok.eos_token_id)
     if cfg.chat and not getattr(tok, "chat_template", None):
         raise ConfigError(f"invalid value for 'model.chat': true, but the tokenizer of '{cfg.name}' has no chat template")
-    return LoadedModel(model=model, tokenizer=tok, cfg=cfg, device=device, dtype=dtype, eos_ids=eos_ids)
+    return LoadedModel(model=model, tokenizer=tok, cfg=cfg, device=device, dtype=dtype, eos_ids=eos_ids, quant_info=quant_info)

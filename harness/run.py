@@ -163,7 +163,7 @@ def execute(cfg: DictConfig, out: Path) -> dict:
         method_info = method.describe()
         load_card = {**base, "mark": k_load.result(p_load.result), "weights_bytes": lm.weights_bytes,
                      "method_param_bytes": method.extra_bytes(), "one_time": one_time}
-        load_info = {"load_s": load_s, **p_load.result, "weights_bytes": lm.weights_bytes + method.extra_bytes(), "dtype": str(lm.dtype).replace("torch.", ""), "device": str(lm.device)}
+        load_info = {"load_s": load_s, **p_load.result, "weights_bytes": lm.weights_bytes + method.extra_bytes(), "dtype": str(lm.dtype).replace("torch.", ""), "device": str(lm.device), **lm.quant_info}
         samples = task.samples(lm.tokenizer, seed)
         if run["limit"]:
             samples = samples[: run["limit"]]
