@@ -118,7 +118,8 @@ def import_model_code(model_cfg: Any) -> None:
             model_type = json.loads((folder / "config.json").read_text())["model_type"]
         except (OSError, KeyError, ValueError):
             return  # a hub id not in a local folder: transformers imports it during load
-    for name in (f"transformers.models.{model_type_to_module_name(model_type)}.modeling_{model_type_to_module_name(model_type)}",
+    extra = ("torchao.quantization",) if getattr(model_cfg, "quantization", "none") != "none" else ()
+    for name in (*extra, f"transformers.models.{model_type_to_module_name(model_type)}.modeling_{model_type_to_module_name(model_type)}",
                  "transformers.masking_utils", "transformers.integrations.sdpa_attention", "transformers.cache_utils"):
         try:
             importlib.import_module(name)
