@@ -21,12 +21,14 @@ def main(folders: list[str]) -> None:
     for f in folders:
         (summary,) = Path(f).rglob("summary.json")
         runs.append((json.loads(summary.read_text()), json.loads((Path(f) / "outside_peak_rss.json").read_text())["peak_rss_bytes"]))
-    print("| method | accuracy | required MiB (phase) | outside peak RSS MiB | required / outside | runtime | weights | method params | state | working | unaccounted |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| method | weights as | accuracy | TTFT cold p50 s | decode tok/s | required MiB (phase) | outside peak RSS MiB | required / outside | runtime | weights | method params | state | working | unaccounted |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s, out in runs:
-        m = s["memory"]
+        m, ld, mt = s["memory"], s["load"], s["metrics"]
+        setting = f"{ld.get('dtype')} {ld.get('quantization', 'none')}"
+        speed = f"{mt['ttft_cold_s'].get('p50', 0):.2f} | {mt['decode_tok_per_s'].get('mean', 0):.2f}"
         parts = " | ".join(mib(m[p]) for p in ("runtime_bytes", "weights_bytes", "method_param_bytes", "state_bytes", "working_bytes", "unaccounted_bytes"))
-        print(f"| {s['method']} | {s['accuracy']['mean']:.2f} | {mib(m['required_bytes'])} ({m['required_phase']}) | {mib(out)} | {m['required_bytes'] / out:.3f} | {parts} |")
+        print(f"| {s['method']} | {setting} | {s['accuracy']['mean']:.2f} | {speed} | {mib(m['required_bytes'])} ({m['required_phase']}) | {mib(out)} | {m['required_bytes'] / out:.3f} | {parts} |")
     print()
     print("| method | persisted_bytes | tensor bytes per part | save_s | restore_s | ingest_s |")
     print("|---|---|---|---|---|---|")
