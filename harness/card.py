@@ -143,8 +143,11 @@ class Mark:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        global _LIFE_PEAK
         if self._exact:
             self.d["peak_rss_bytes"], self.d["peak_rss_source"] = _status("VmHWM"), "VmHWM"
+            # the kernel updates its mark lazily: a later reading can be lower, so keep every reading
+            _LIFE_PEAK = max(_LIFE_PEAK, self.d["peak_rss_bytes"] or 0)
         self.d["end_rss_bytes"] = rss_now()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -7,9 +7,10 @@ process's RSS belongs to that run alone.
 Tolerance of the sum: |unaccounted| <= 32 MiB + 2 % of required. On CPU the card reads RSS, which
 also holds what no part counts: what torch and transformers initialise once, on the first load and
 forward (~10 MiB each, measured on tiny_random), the Python objects of the samples and prompts, and
-allocator slack. That is tens of MiB whatever the model, so the bound is mostly absolute; it is far
-below what a missing part of a real model would leave (Gemma 3 270M: weights 1 GiB; 2k-token KV
-21 MiB shows up in the state, not here).
+allocator slack. That is tens of MiB whatever the model, so the bound is mostly absolute (measured
+on tiny_random: 1-22 MiB; on Gemma 3 270M at 2k tokens: 1-22 MiB of ~1.8 GiB, see
+benchmarks/results/memory_card_cpu.md), and far below what a missing part of a real model would
+leave (Gemma 3 270M's weights: 1 GiB).
 """
 
 from __future__ import annotations
