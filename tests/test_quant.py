@@ -57,10 +57,12 @@ def test_tied_head_stays_shared_with_the_embedding() -> None:
     assert "kept" in lm.quant_info["tied_head"]
 
 
-def test_quantized_model_answers() -> None:
+@pytest.mark.parametrize("method,cfg", [("full_kv", {}), ("deltamem", {"window": 32, "adapter": None})])
+def test_quantized_model_answers(method: str, cfg: dict) -> None:
+    """Also δ-mem's fresh init, which reads the (dequantized) base q/o weights."""
     lm = _lm("int8")
-    cls = REGISTRY.get("full_kv")
-    m = cls(build_config(cls.Config, {"chunk_size": 32}, "method"), lm)
+    cls = REGISTRY.get(method)
+    m = cls(build_config(cls.Config, {"chunk_size": 32, **cfg}, "method"), lm)
     m.reset()
     m.ingest(Context(prefix_ids=[1], chunk_ids=[list(range(3, 100))], chunk_texts=[""]))
     toks = [int(t) for t in m.answer(Question(ids=[5, 6, 7], text=""), 4)]
