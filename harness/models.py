@@ -11,7 +11,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -35,11 +35,15 @@ class ModelConfig:
     chat: bool = False  # wrap prompts in the tokenizer's chat template
     cache_dir: str | None = None
     seed: int = 0  # tiny_random init
+    quantization: str = "none"  # weight-only: none | int8 | int4 (torchao; see harness/quant.py)
 
     def __post_init__(self) -> None:
         check(self.source in SOURCES, "model.source", f"one of {', '.join(SOURCES)}", self.source)
         check(self.family in FAMILIES, "model.family", f"one of {', '.join(FAMILIES)}", self.family)
         check(self.dtype == "auto" or self.dtype in DTYPES, "model.dtype", f"auto or one of {', '.join(DTYPES)}", self.dtype)
+        from harness.quant import QUANTIZATIONS
+
+        check(self.quantization in QUANTIZATIONS, "model.quantization", f"one of {', '.join(QUANTIZATIONS)}", self.quantization)
         check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"), "model.device", "auto, cpu or cuda[:N]", self.device)
         if self.source == "hf":
             check(bool(self.path), "model.path", "a hub id or a local folder for model.source=hf", self.path)
@@ -53,6 +57,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     eos_ids: set[int] = field(default_factory=set)
+    quant_info: dict[str, Any] = field(default_factory=lambda: {"quantization": "none"})
 
     @property
     def weights_bytes(self) -> int:
@@ -93,10 +98,15 @@ def _smollm2_gguf() -> Path:
     return files[0]
 
 
+def is_converted(cfg: ModelConfig) -> bool:
+    out = cache_root(cfg) / cfg.source
+    return (out / "config.json").exists() and any(out.glob("*.safetensors"))
+
+
 def converted_folder(cfg: ModelConfig) -> Path:
     """Return a safetensors folder for a GGUF source, converting once (atomically) if needed."""
     out = cache_root(cfg) / cfg.source
-    if (out / "config.json").exists() and any(out.glob("*.safetensors")):
+    if is_converted(cfg):
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -129,12 +139,16 @@ def converted_folder(cfg: ModelConfig) -> Path:
     return out
 
 
-def load(cfg: ModelConfig) -> LoadedModel:
+def load(cfg: ModelConfig, before_weights: Callable[[], None] | None = None) -> LoadedModel:
+    """Load tokenizer and model; ``before_weights()`` is called between the two (the memory card
+    takes its runtime baseline there)."""
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
+    before_weights = before_weights or (lambda: None)
     if cfg.source == "tiny_random":
         from harness.tiny import tiny_model
 
+        before_weights()
         model, tok = tiny_model(cfg.family, cfg.seed, cfg.attn_implementation)
         model = model.to(device=device, dtype=dtype)
     else:
@@ -143,6 +157,7 @@ def load(cfg: ModelConfig) -> LoadedModel:
         folder = str(converted_folder(cfg)) if cfg.source.endswith("_gguf") else cfg.path
         try:
             tok = AutoTokenizer.from_pretrained(folder)
+            before_weights()
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=cfg.attn_implementation)
         except OSError as e:
             raise ConfigError(f"invalid value for 'model.path': {folder!r} could not be loaded offline ({e})") from e
@@ -150,10 +165,13 @@ def load(cfg: ModelConfig) -> LoadedModel:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    from harness.quant import quantize
+
+    quant_info = quantize(model, cfg.quantization, device)
     eos = model.generation_config.eos_token_id if model.generation_config is not None else None
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     if tok.eos_token_id is not None:
         eos_ids.add(tok.eos_token_id)
     if cfg.chat and not getattr(tok, "chat_template", None):
         raise ConfigError(f"invalid value for 'model.chat': true, but the tokenizer of '{cfg.name}' has no chat template")
-    return LoadedModel(model=model, tokenizer=tok, cfg=cfg, device=device, dtype=dtype, eos_ids=eos_ids)
+    return LoadedModel(model=model, tokenizer=tok, cfg=cfg, device=device, dtype=dtype, eos_ids=eos_ids, quant_info=quant_info)

@@ -26,8 +26,13 @@ VOLATILE_RUN = {"progress", "timeout_s"}
 HASH_CHARS = 10
 
 
+#: settings added after results existed, left out of the hash at their neutral value, so a result
+#: computed before the setting existed is still found
+NEUTRAL = {"model": {"quantization": "none"}, "run": {"persist": False}, "method": {"kv_quantization": "none", "alloc_mib": 0}}
+
+
 def hashed_view(cfg: Any) -> dict:
-    """The resolved config as plain data, minus the volatile keys."""
+    """The resolved config as plain data, minus the volatile keys and the neutral new settings."""
     out: dict[str, Any] = {}
     for key in cfg.keys() if isinstance(cfg, DictConfig) else cfg:
         if key in VOLATILE:
@@ -36,6 +41,8 @@ def hashed_view(cfg: Any) -> dict:
         val = OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
         if key == "run" and isinstance(val, dict):
             val = {k: v for k, v in val.items() if k not in VOLATILE_RUN}
+        if isinstance(val, dict) and key in NEUTRAL:
+            val = {k: v for k, v in val.items() if not (k in NEUTRAL[key] and v == NEUTRAL[key][k])}
         out[str(key)] = val
     return out
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness import env, io
+from harness import card, card_build, env, io
 from harness.measure import NVML, Clock, Phase
 from harness.models import LoadedModel, ModelConfig, load, resolve_device
 from harness.prompt import cut, encode, find_stop, prompt_kind
@@ -43,10 +43,13 @@ def build(cfg: DictConfig) -> tuple[ModelConfig, Any, Any, dict]:
     method_cfg = build_config(method_cls.Config, method_vals, "method")
     task_cfg = build_config(task_cls.Config, task_vals, "task")
     run = asdict(build_config(RunConfig, _plain(cfg.get("run")), "run"))  # timeout_s is enforced by harness.launch
+    if run["persist"] and not method_cls.persistable:
+        raise ConfigError(f"invalid value for 'run.persist': true, but method '{method_cls.name}' cannot save its memory")
     return model_cfg, (method_cls, method_cfg), (task_cls, task_cfg), run
 
 
-def measure_sample(method: Any, lm: LoadedModel, ctx: Any, q: Any, max_new: int, nvml: NVML, stop: Sequence[str] = ()) -> tuple[dict, list[int]]:
+def measure_sample(method: Any, lm: LoadedModel, ctx: Any, q: Any, max_new: int, nvml: NVML, stop: Sequence[str] = (),
+                   persist: bool = False) -> tuple[dict, list[int]]:
     """Reset, ingest, answer; return the per-sample metrics and the generated token ids.
 
     With ``stop`` strings, the answer is decoded after every token and the method's generator is
@@ -54,18 +57,22 @@ def measure_sample(method: Any, lm: LoadedModel, ctx: Any, q: Any, max_new: int,
     computed or timed, and ``n_tokens`` counts the tokens up to the one that completed the stop.
     The check reads each token on the host (greedy decoding does so anyway for its EOS test) and
     decodes a few dozen ids, microseconds inside the next inter-token gap.
+
+    With ``persist``, the memory is saved after ingest, the method reset and the memory restored
+    before answering (outside the measured phases), so the answer comes from the restored memory.
     """
     clock = Clock(lm.device)
     method.reset()
-    with Phase(lm.device, nvml) as p_ingest:
+    with Phase(lm.device, nvml) as p_ingest, card.Mark(lm.device) as k_ingest:
         clock.stamp()
         method.ingest(ctx)
         clock.stamp()
     state, state_peak = method.state_bytes(), method.state_bytes_peak()
+    kept = card.persist_round_trip(method) if persist else None
     tokens: list[Any] = []
     seen: list[int] = []  # host copies, only when stop strings are checked
     stopped = False
-    with Phase(lm.device, nvml) as p_answer:
+    with Phase(lm.device, nvml) as p_answer, card.Mark(lm.device) as k_answer:
         clock.stamp()  # the question arrives
         gen = method.answer(q, max_new)
         try:
@@ -109,6 +116,9 @@ def measure_sample(method: Any, lm: LoadedModel, ctx: Any, q: Any, max_new: int,
     if state_peak is None:
         m["state_bytes_peak_reason"] = f"method '{method.name}' does not track its peak"
     m["attended_tokens"] = int(method.attended_tokens())
+    m["card"] = {"ingest": k_ingest.result(p_ingest.result), "answer": k_answer.result(p_answer.result)}
+    if kept is not None:
+        m["persist"] = kept
     m.update(method.extra_metrics())
     for phase, res in (("ingest", p_ingest.result), ("answer", p_answer.result)):
         for k, v in res.items():
@@ -141,19 +151,37 @@ def execute(cfg: DictConfig, out: Path) -> dict:
     load_info: dict[str, Any] = {}
     method_info: dict[str, Any] = {}
     prompt_info: dict[str, Any] = {}
+    load_card: dict[str, Any] | None = None
+    device_type = "cpu"
     try:
         device = resolve_device(model_cfg.device)
+        device_type = device.type
+        one_time = card.one_time_model_work(model_cfg)  # GGUF conversion in its own process, outside the load phase
         nvml = NVML(device)
-        with Phase(device, nvml) as p_load:
+        base: dict[str, Any] = {}
+        if device.type == "cuda":
+            torch.zeros(1, device=device)  # the CUDA context is runtime, created before the baseline
+
+        def before_weights() -> None:
+            card.import_model_code(model_cfg)
+            base["runtime_rss_bytes"] = card.rss_now()
+            used = nvml.used()[0] if nvml.handle is not None else -1
+            if used >= 0:
+                base["runtime_nvml_bytes"] = used
+
+        with Phase(device, nvml) as p_load, card.Mark(device) as k_load:  # memory: load + method construction
             t0 = time.perf_counter()
-            lm = load(model_cfg)
+            lm = load(model_cfg, before_weights)
+            card.make_resident(list(lm.model.parameters()) + list(lm.model.buffers()))
             load_s = time.perf_counter() - t0
+            method = method_cls(method_cfg, lm)
         eos_ids = set(lm.eos_ids)
         if run["ignore_eos"]:  # generate exactly max_new_tokens (efficiency presets)
             lm.eos_ids = set()
-        method = method_cls(method_cfg, lm)
         method_info = method.describe()
-        load_info = {"load_s": load_s, **p_load.result, "weights_bytes": lm.weights_bytes + method.extra_bytes(), "dtype": str(lm.dtype).replace("torch.", ""), "device": str(lm.device)}
+        load_card = {**base, "mark": k_load.result(p_load.result), "weights_bytes": lm.weights_bytes,
+                     "method_param_bytes": method.extra_bytes(), "one_time": one_time}
+        load_info = {"load_s": load_s, **p_load.result, "weights_bytes": lm.weights_bytes + method.extra_bytes(), "dtype": str(lm.dtype).replace("torch.", ""), "device": str(lm.device), **lm.quant_info}
         samples = task.samples(lm.tokenizer, seed)
         if run["limit"]:
             samples = samples[: run["limit"]]
@@ -165,13 +193,13 @@ def execute(cfg: DictConfig, out: Path) -> dict:
             method.validate(ctx.num_tokens)
         max_new = run["max_new_tokens"] or task_cfg.max_new_tokens
         for i in range(min(run["warmup"], len(encoded))):  # excluded from results
-            measure_sample(method, lm, *encoded[i], max_new, nvml, stop)
+            measure_sample(method, lm, *encoded[i], max_new, nvml, stop, run["persist"])
         progress = _progress(len(samples), f"{method_cls.name} × {task_cls.name}", run["progress"])
         correct = 0.0
         for s, (ctx, q) in zip(samples, encoded):
             rep, t_rep = 0, time.perf_counter()
             while rep < run["repetitions"] or time.perf_counter() - t_rep < run["min_duration_s"]:
-                m, ids = measure_sample(method, lm, ctx, q, max_new, nvml, stop)
+                m, ids = measure_sample(method, lm, ctx, q, max_new, nvml, stop, run["persist"])
                 text = cut(lm.tokenizer.decode([i for i in ids if i not in eos_ids], skip_special_tokens=True), task_cfg.stop)
                 score = float(task.score(s, text))
                 rows.append({"id": s.id, "rep": rep, **s.slices, "slices": s.slices, "category": s.category, "context_id": s.context_id, "prediction": text, "answers": s.answers, "score": score, **m})
@@ -198,6 +226,9 @@ def execute(cfg: DictConfig, out: Path) -> dict:
                 "method_config": asdict(method_cfg), "method_info": method_info, "task_config": asdict(task_cfg), "prompt": prompt_info, "run": run, "load": load_info,
                 "wall_s": time.time() - t_start, "seed": seed,
             })
+            summary["memory"] = card_build.build(load_card, rows, device_type) if load_card else {"required_bytes": None, "required_bytes_reason": "the model did not load"}
+            if run["persist"] and load_card:
+                summary["memory"]["persist"] = card_build.persist_summary(rows)
             write_summary(out, summary)
     return summary
 

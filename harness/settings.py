@@ -25,12 +25,14 @@ class RunConfig:
     limit: int | None = None  # run only the first N samples
     max_new_tokens: int | None = None  # override the task's answer length
     progress: bool = True
-    ignore_eos: bool = False  # true: always generate max_new_tokens (efficiency measurements)
+    ignore_eos: bool = False  # true: always generate max_new_tokens, past EOS and task.stop (efficiency measurements)
+    persist: bool = False  # true: save the memory after ingest, reset, restore it, answer from it (memory.persist in summary.json)
     timeout_s: float | None = None  # kill a run after this many seconds; enforced by harness.launch (launcher=process)
 
     def __post_init__(self) -> None:
         check(isinstance(self.warmup, int) and self.warmup >= 0, "run.warmup", "an integer >= 0", self.warmup)
         check(isinstance(self.repetitions, int) and self.repetitions >= 1, "run.repetitions", "an integer >= 1", self.repetitions)
+        check(isinstance(self.persist, bool), "run.persist", "true or false", self.persist)
         check(self.limit is None or (isinstance(self.limit, int) and self.limit > 0), "run.limit", "null or a positive integer", self.limit)
         check(self.timeout_s is None or (_number(self.timeout_s) and self.timeout_s > 0), "run.timeout_s", "null or a positive number of seconds", self.timeout_s)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import io
+from harness.card_build import table_rows as card_rows
 from harness.stats import accuracy_interval, describe, interval_label, sample_count
 
 #: per-sample fields aggregated in the summary (itl_s is flattened over all tokens)
@@ -93,6 +94,7 @@ def table_rows(summary: dict) -> list[tuple[str, str]]:
         ("decode tok/s (mean)", _fmt(g("decode_tok_per_s"))),
         ("ITL p50 / p99", f"{_fmt(g('itl_s', 'p50'), 's')} / {_fmt(g('itl_s', 'p99'), 's')}"),
         ("host peak RSS", _fmt(g("host_peak_rss_bytes", "max"), "B")),
+        *card_rows(summary),
         ("GPU peak allocated", _fmt(g("gpu_peak_allocated_bytes", "max"), "B") if g("gpu_peak_allocated_bytes", "max") is not None else "n/a (" + m.get("gpu_peak_allocated_bytes", {}).get("reason", "") + ")"),
     ]
 

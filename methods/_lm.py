@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import torch
 
-from harness.storage import storage_bytes  # re-exported: methods count bytes the same way
+from harness.storage import flat_tensors, storage_bytes  # re-exported: methods count bytes the same way
 
 
 def cache_tensors(cache: Any) -> list[torch.Tensor]:
@@ -104,6 +104,21 @@ class KVCacheMethod:
 
     def state_bytes(self) -> int:
         return cache_bytes(self.cache)
+
+    persistable = True
+
+    def save_memory(self, folder) -> dict[str, int]:
+        from methods import _persist
+
+        tensors, layers = _persist.cache_parts(self.cache)
+        return _persist.write(folder, {"kv": tensors}, {"method": self.name, "layers": layers})
+
+    def load_memory(self, folder) -> None:
+        from methods import _persist
+
+        parts, meta = _persist.read(folder, self.name)
+        self.cache = self.make_cache()
+        _persist.fill_cache(self.cache, parts["kv"], meta["layers"], self.lm.device)
 
     def state_bytes_peak(self) -> int:
         return self._peak

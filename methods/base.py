@@ -15,6 +15,12 @@ The harness drives it in three calls and times everything from the outside:
 objects themselves (KV tensors, recurrent states, retrieval text + index), never from a formula.
 ``attended_tokens()`` is the number of tokens the backbone attends over when answering.
 
+A method that can keep its memory between sessions sets ``persistable = True`` and implements
+``save_memory(folder)`` (after ingest: write the memory as safetensors + JSON, atomically; return the
+tensor bytes per part, e.g. ``{"state": 4608, "window_kv": ...}``) and ``load_memory(folder)`` (after
+``reset()``, possibly in a fresh process: restore it so that ``answer`` gives the same tokens as
+right after ingest). ``methods._persist`` has the folder format and the KV-cache helpers.
+
 The context arrives pre-tokenised by the harness so that all methods see identical token ids:
 ``Context.prefix_ids`` (BOS or the chat header) then one id list per chunk/message.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 if TYPE_CHECKING:
@@ -94,6 +101,8 @@ class Method(ABC):
         import importlib.util
 
         return [hint for module, hint in cls.requires.items() if importlib.util.find_spec(module) is None]
+    #: True when save_memory / load_memory are implemented
+    persistable: ClassVar[bool] = False
 
     def __init__(self, cfg: MethodConfig, lm: "LoadedModel") -> None:
         self.cfg = cfg
@@ -133,6 +142,14 @@ class Method(ABC):
 
     @abstractmethod
     def attended_tokens(self) -> int: ...
+
+    def save_memory(self, folder: str | Path) -> dict[str, int]:
+        """Write the memory built by the last ingest into ``folder``; return tensor bytes per part."""
+        raise NotImplementedError(f"method '{self.name}' cannot save its memory")
+
+    def load_memory(self, folder: str | Path) -> None:
+        """Restore a memory written by ``save_memory`` (called after ``reset()``)."""
+        raise NotImplementedError(f"method '{self.name}' cannot restore a memory")
 
     def extra_bytes(self) -> int:
         """Bytes of method parameters added to the backbone (e.g. an adapter); counted in weights_bytes."""

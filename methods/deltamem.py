@@ -208,6 +208,37 @@ class DeltaMem(Method):
     def state_bytes_peak(self) -> int:
         return self._peak
 
+    persistable = True
+
+    def save_memory(self, folder) -> dict[str, int]:
+        """Two parts, reported apart: ``state`` (per δ-mem layer [B, N, r, r] fp32) and ``window_kv``
+        (the KV the backbone keeps: the window in the state-only protocol, all of it in the paper one)."""
+        from methods import _persist
+
+        layers = {k: l for k, l in self.ad.layers.items() if l.state is not None}
+        keys = {k: [l._key[0], str(l._key[2]).replace("torch.", "")] for k, l in layers.items()}
+        kv, kv_layers = _persist.cache_parts(self.cache)
+        meta = {"method": self.name, "layers": kv_layers, "state_keys": keys, "granularity": self.ad.granularity}
+        return _persist.write(folder, {"state": {k: l.state for k, l in layers.items()}, "window_kv": kv}, meta)
+
+    def load_memory(self, folder) -> None:
+        import torch
+
+        from methods import _persist
+
+        parts, meta = _persist.read(folder, self.name)
+        self.cache = self.make_cache()
+        _persist.fill_cache(self.cache, parts["window_kv"], meta["layers"], self.lm.device)
+        for k, (batch, dtype) in meta["state_keys"].items():
+            if k not in self.ad.layers:
+                raise ValueError(f"{folder}: saved δ-mem state for layer {k}, which this adapter does not have")
+            layer, state = self.ad.layers[k], parts["state"][k].to(self.lm.device)
+            if tuple(state.shape[1:]) != (layer.spec.num_states, layer.spec.rank, layer.spec.rank):
+                raise ValueError(f"{folder}: δ-mem state of layer {k} has shape {tuple(state.shape)}, the adapter needs [B, "
+                                 f"{layer.spec.num_states}, {layer.spec.rank}, {layer.spec.rank}]")
+            layer.state, layer._key = state, (batch, self.lm.device, getattr(torch, dtype))
+        self.ad.granularity = meta.get("granularity")
+
     def attended_tokens(self) -> int:
         return self._attended
 

@@ -145,26 +145,59 @@ class Rag(Method):
 
     # -- ingest -----------------------------------------------------------------------------
     def ingest(self, context: Context) -> None:
-        tok = self.lm.tokenizer
         self.prefix = np.asarray(context.prefix_ids, dtype=np.int32)
         self.messages = [np.asarray(ids, dtype=np.int32) for ids in context.chunk_ids]
         spans = [(m, s, e) for m, ids in enumerate(self.messages) for s, e in windows(len(ids), self.cfg.chunk_tokens, self.cfg.overlap)]
         self.spans = np.asarray(spans, dtype=np.int32).reshape(-1, 3)
-        texts = [tok.decode(self.messages[m][s:e].tolist(), skip_special_tokens=True) for m, s, e in spans]
+        texts = self._window_texts()
         self._peak = self.state_bytes() + object_bytes(texts)  # the texts live until the index is built
+        self.index = self._build_index(texts)
+        self._peak = max(self._peak, self.state_bytes() + object_bytes(texts))
+
+    def _window_texts(self) -> list[str]:
+        tok = self.lm.tokenizer
+        return [tok.decode(self.messages[m][s:e].tolist(), skip_special_tokens=True) for m, s, e in self.spans.tolist()]
+
+    def _build_index(self, texts: list[str]) -> Any:
         if not texts:
-            self.index = None
-        elif self.cfg.retriever == "bm25":
+            return None
+        if self.cfg.retriever == "bm25":
             import bm25s
 
             tokens = bm25s.tokenize(texts, stopwords="en", show_progress=False)
             index = bm25s.BM25()
             index.index(tokens, show_progress=False)
-            self.index = index
-        else:
-            emb = self.encoder.encode(texts, batch_size=self.cfg.encode_batch, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
-            self.index = emb.detach()  # [n_windows, dim], unit rows
-        self._peak = max(self._peak, self.state_bytes() + object_bytes(texts))
+            return index
+        emb = self.encoder.encode(texts, batch_size=self.cfg.encode_batch, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
+        return emb.detach()  # [n_windows, dim], unit rows
+
+    # -- persistence ------------------------------------------------------------------------
+    persistable = True
+
+    def save_memory(self, folder) -> dict[str, int]:
+        """Part ``ids``: the prefix, all messages' token ids concatenated (int32) with their offsets,
+        and the window spans. Part ``index``: the dense embedding matrix; a BM25 index is not saved
+        but re-built from the ids on restore (its time is in restore_s)."""
+        from methods import _persist
+
+        lens = np.asarray([len(m) for m in self.messages], dtype=np.int64)
+        ids = {"prefix": torch.from_numpy(self.prefix.copy()), "tokens": torch.from_numpy(np.concatenate(self.messages or [np.zeros(0, np.int32)])),
+               "offsets": torch.from_numpy(np.concatenate([[0], np.cumsum(lens)])), "spans": torch.from_numpy(self.spans.copy())}
+        index = {"embeddings": self.index} if isinstance(self.index, torch.Tensor) else {}
+        return _persist.write(folder, {"ids": ids, "index": index}, {"method": self.name, "retriever": self.cfg.retriever})
+
+    def load_memory(self, folder) -> None:
+        from methods import _persist
+
+        parts, meta = _persist.read(folder, self.name)
+        if meta["retriever"] != self.cfg.retriever:
+            raise ValueError(f"{folder}: memory indexed with retriever '{meta['retriever']}', this method uses '{self.cfg.retriever}'")
+        ids = parts["ids"]
+        self.prefix, tokens, off = ids["prefix"].numpy(), ids["tokens"].numpy(), ids["offsets"].tolist()
+        self.messages = [tokens[a:b].copy() for a, b in zip(off[:-1], off[1:])]
+        self.spans = ids["spans"].numpy().reshape(-1, 3)
+        emb = parts["index"].get("embeddings")
+        self.index = emb.to(self.lm.device) if emb is not None else self._build_index(self._window_texts())
 
     def index_bytes(self) -> int:
         if self.index is None:

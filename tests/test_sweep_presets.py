@@ -76,3 +76,13 @@ def test_smoke_is_one_quick_run() -> None:
     assert str(cfg.hydra.mode) != "RunMode.MULTIRUN"
     assert cfg.model.name == "tiny_random" and cfg.run.limit and cfg.run.timeout_s
     validate(cfg)
+
+
+def test_precision_is_methods_by_tasks_by_dtypes_by_quantizations() -> None:
+    runs = _runs("precision")
+    got = {(r.method.name, r.task.name, r.model.dtype, r.model.quantization) for r in runs}
+    assert len(runs) == len(got) == 4 * 2 * 2 * 3
+    assert {q for *_, q in got} == {"none", "int8", "int4"} and {d for _, _, d, _ in got} == {"float32", "bfloat16"}
+    for r in runs:
+        assert r.run.persist is True
+        validate(r)

@@ -29,6 +29,11 @@ SUPPORTED = ("Gemma3Attention", "Qwen3Attention", "LlamaAttention")
 _ATTR = "_delta_mem"
 
 
+def _plain(w: torch.Tensor) -> torch.Tensor:
+    """A base weight as a plain tensor: quantized weights (torchao subclasses) are dequantized."""
+    return w.dequantize() if type(w) is not torch.Tensor and type(w) is not nn.Parameter and hasattr(w, "dequantize") else w
+
+
 class Adapter(nn.Module):
     """All δ-mem layers of one model plus the per-call plumbing (write ids, mask, write policy)."""
 
@@ -130,7 +135,7 @@ def build(model: nn.Module, spec: Spec, seed: int = 0) -> Adapter:
             if spec.layers is not None and i not in spec.layers:
                 continue
             layer = MemoryLayer(spec, attn.q_proj.in_features, attn.q_proj.out_features, attn.k_proj.out_features, i)
-            layer.init_from_base({"q": attn.q_proj.weight, "o": attn.o_proj.weight})
+            layer.init_from_base({"q": _plain(attn.q_proj.weight), "o": _plain(attn.o_proj.weight)})
             ad.layers[str(i)] = layer
     if spec.layers is not None and set(spec.layers) - {int(k) for k in ad.layers}:
         raise ConfigError(f"δ-mem target layers {sorted(set(spec.layers) - {int(k) for k in ad.layers})} do not exist in this model")

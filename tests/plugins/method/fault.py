@@ -11,6 +11,9 @@ both runs that fail and runs that do not (e.g. a fault only at the longest conte
 - ``oom``       a ``torch.cuda.OutOfMemoryError`` (recorded as oom, also on CPU)
 - ``hang``      sleep forever (killed at ``run.timeout_s``, recorded as timeout)
 - ``segfault``  a SIGSEGV in native code (the child dies; the parent records the crash)
+
+``alloc_mib: M`` (any mode) holds a buffer of M MiB, written, during ``ingest`` and frees it before
+returning: a known working allocation the memory card must show in the ingest phase.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ MODES = ("none", "raise", "oom", "hang", "segfault")
 class FaultConfig(MethodConfig):
     mode: str = "none"
     min_tokens: int = 0  # fire only for contexts at least this long
+    alloc_mib: int = 0  # a temporary buffer held during ingest (memory card tests)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.mode in MODES, "method.mode", " | ".join(MODES), self.mode)
         check(isinstance(self.min_tokens, int) and self.min_tokens >= 0, "method.min_tokens", "an integer >= 0", self.min_tokens)
+        check(isinstance(self.alloc_mib, int) and self.alloc_mib >= 0, "method.alloc_mib", "an integer >= 0", self.alloc_mib)
 
 
 class Fault(FullKV):
@@ -49,7 +54,9 @@ class Fault(FullKV):
     def ingest(self, context: Context) -> None:
         if self.cfg.mode != "none" and context.num_tokens >= self.cfg.min_tokens:
             self._fire(self.cfg.mode, context.num_tokens)
+        scratch = torch.ones(self.cfg.alloc_mib * 2**18, dtype=torch.float32, device=self.lm.device)  # [M MiB / 4 B], every page written
         super().ingest(context)
+        del scratch
 
     @staticmethod
     def _fire(mode: str, n: int) -> None:
