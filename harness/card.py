@@ -86,7 +86,7 @@ def process_peak_rss() -> int:
 def make_resident(tensors: list[torch.Tensor]) -> None:
     """Read one byte per page of every CPU storage, so memory-mapped weights (safetensors) are
     resident at the end of the load phase instead of being paged in by the first forward."""
-    from methods._lm import flat_tensors
+    from harness.storage import flat_tensors
 
     seen: set[int] = set()
     for t in flat_tensors(tensors):
@@ -199,7 +199,7 @@ def persist_round_trip(method: Any) -> dict[str, Any]:
     import tempfile
     import time
 
-    from methods import _persist
+    from harness import persist as _persist
 
     def sync() -> None:
         if torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -108,13 +108,13 @@ class KVCacheMethod:
     persistable = True
 
     def save_memory(self, folder) -> dict[str, int]:
-        from methods import _persist
+        from harness import persist as _persist
 
         tensors, layers = _persist.cache_parts(self.cache)
         return _persist.write(folder, {"kv": tensors}, {"method": self.name, "layers": layers})
 
     def load_memory(self, folder) -> None:
-        from methods import _persist
+        from harness import persist as _persist
 
         parts, meta = _persist.read(folder, self.name)
         self.cache = self.make_cache()

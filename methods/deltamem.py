@@ -213,7 +213,7 @@ class DeltaMem(Method):
     def save_memory(self, folder) -> dict[str, int]:
         """Two parts, reported apart: ``state`` (per δ-mem layer [B, N, r, r] fp32) and ``window_kv``
         (the KV the backbone keeps: the window in the state-only protocol, all of it in the paper one)."""
-        from methods import _persist
+        from harness import persist as _persist
 
         layers = {k: l for k, l in self.ad.layers.items() if l.state is not None}
         keys = {k: [l._key[0], str(l._key[2]).replace("torch.", "")] for k, l in layers.items()}
@@ -224,7 +224,7 @@ class DeltaMem(Method):
     def load_memory(self, folder) -> None:
         import torch
 
-        from methods import _persist
+        from harness import persist as _persist
 
         parts, meta = _persist.read(folder, self.name)
         self.cache = self.make_cache()

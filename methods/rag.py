@@ -178,7 +178,7 @@ class Rag(Method):
         """Part ``ids``: the prefix, all messages' token ids concatenated (int32) with their offsets,
         and the window spans. Part ``index``: the dense embedding matrix; a BM25 index is not saved
         but re-built from the ids on restore (its time is in restore_s)."""
-        from methods import _persist
+        from harness import persist as _persist
 
         lens = np.asarray([len(m) for m in self.messages], dtype=np.int64)
         ids = {"prefix": torch.from_numpy(self.prefix.copy()), "tokens": torch.from_numpy(np.concatenate(self.messages or [np.zeros(0, np.int32)])),
@@ -187,7 +187,7 @@ class Rag(Method):
         return _persist.write(folder, {"ids": ids, "index": index}, {"method": self.name, "retriever": self.cfg.retriever})
 
     def load_memory(self, folder) -> None:
-        from methods import _persist
+        from harness import persist as _persist
 
         parts, meta = _persist.read(folder, self.name)
         if meta["retriever"] != self.cfg.retriever:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from methods import _persist
+from harness import persist as _persist
 
 HERE = Path(__file__).resolve().parent
 CASES = {

@@ -65,7 +65,7 @@ def file_bytes(folder: str | Path) -> dict[str, int]:
 
 
 # -- KV caches -------------------------------------------------------------------------------------
-_COUNTERS = ("cumulative_length", "seen")  # sliding layers count every token seen, not only the held ones
+_COUNTERS = ("cumulative_length", "seen", "frame")  # sliding layers count every token seen, not only the held ones; window layers also their next position
 
 
 def cache_parts(cache: Any) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
