@@ -244,6 +244,27 @@ def test_fused_step_masks_hold_and_zero() -> None:
     assert torch.equal(read[:2], full[:2])
 
 
+@pytest.mark.parametrize("N", [1, 3])
+def test_decode_step_equals_fused_step(N: int) -> None:
+    """The inference decode form (reordered projection columns, one matmul for S q and S k) is the
+    fused step: same reads and state to rounding, a held row bit for bit, a padded read exactly 0."""
+    B, r, d = 3, 8, 40
+    x, w, bias, s0 = make_fused(B, N, r, d, seed=3)
+    w_t, b = reference.decode_weights(w, bias, N, r)
+    assert w_t.shape == (d, 4 * N * r) and torch.equal(b[3 * N * r:], bias) and not b[: 3 * N * r].any()
+    write = torch.tensor([True, False, True])
+    valid = torch.tensor([True, True, False])
+    qk_mask = torch.stack([valid, torch.ones_like(valid)], 1).float().view(B, 1, 2, 1)
+    for masks in [(None, None, None, None), (write, valid, write.float().view(B, 1), qk_mask)]:
+        want = dm.fused_step(x, w, bias, s0, masks[0], masks[1], impl="reference")
+        got = reference.decode_step(x, w_t, b, s0, masks[2], masks[3])
+        assert got[0].shape == (B, N, r) and got[1].shape == (B, N, r, r)
+        assert rel_err(got[0], want[0]) < 1e-6 and rel_err(got[1], want[1]) < 1e-6
+    assert torch.equal(got[1][1], s0[1])  # not written: held exactly
+    assert torch.equal(got[0][2], torch.zeros(N, r))  # padding reads zero
+    assert not torch.allclose(got[1][0], s0[0])
+
+
 def test_fused_step_gradcheck_double() -> None:
     x, w, bias, s0 = (t.double() for t in make_fused(2, 2, 3, 5, seed=2, small=False))
     leaves = [t.requires_grad_() for t in (x, w, bias, s0)]

@@ -148,10 +148,11 @@ def chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tenso
 def gates(z: torch.Tensor, bias: torch.Tensor, N: int, r: int) -> tuple[torch.Tensor, ...]:
     """Raw projections z [..., 4·N·r] (blocks q, k, v, β) -> q, k, v, β each [..., N, r]:
     q, k = L2norm(tanh(·)) per state head (x / max(‖x‖, 1e-6)), β = sigmoid(· + bias)."""
-    zq, zk, zv, zb = (c.unflatten(-1, (N, r)) for c in z.chunk(4, dim=-1))
-    q = torch.nn.functional.normalize(torch.tanh(zq), dim=-1, eps=1e-6)
-    k = torch.nn.functional.normalize(torch.tanh(zk), dim=-1, eps=1e-6)
-    return q, k, zv, torch.sigmoid(zb + bias.view(N, r))
+    R = N * r
+    # q and k share one tanh and one normalisation: [..., 2, N, r], the L2 norm over r per state head
+    qk = torch.nn.functional.normalize(torch.tanh(z[..., : 2 * R].unflatten(-1, (2, N, r))), dim=-1, eps=1e-6)
+    q, k = qk.unbind(-3)
+    return q, k, z[..., 2 * R: 3 * R].unflatten(-1, (N, r)), torch.sigmoid(z[..., 3 * R:].unflatten(-1, (N, r)) + bias.view(N, r))
 
 
 def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state: torch.Tensor,
@@ -170,3 +171,48 @@ def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state:
         return read.to(cd), S
     corr = (read.reshape(B, N * r) @ delta_weight.to(cd).t()).to(x.dtype)  # [B, outs]
     return read.to(cd), S, corr
+
+
+
+def decode_weights(weight: torch.Tensor, bias: torch.Tensor, N: int, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The operands of `decode_step` from `fused_step`'s; built once per weight change, not per token.
+
+    weight [4·N·r, d] (blocks q, k, v, β) -> w_t [d, 4·N·r] with the columns reordered so that state
+    head n owns its q then its k side by side (q_0 k_0 q_1 k_1 … | v | β): the read and S·k then come
+    out of one batched matmul. bias [N·r] -> b [4·N·r], zero but for the β block, so the
+    projection's addmm adds it."""
+    R = N * r
+    wq, wk, wv, wb = weight.split(R)
+    qk = torch.stack([wq.unflatten(0, (N, r)), wk.unflatten(0, (N, r))], dim=1).flatten(0, 2)  # [2·N·r, d]
+    return torch.cat([qk, wv, wb]).t().contiguous(), torch.cat([bias.new_zeros(3 * R), bias])
+
+
+def decode_step(x: torch.Tensor, w_t: torch.Tensor, b: torch.Tensor, state: torch.Tensor,
+                write: torch.Tensor | None = None, qk_mask: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`fused_step` without corrections, for inference only: 12 operator calls instead of ~20.
+
+    Why a second form: on CPU a decode token is, per layer, a few kernels on tensors of a few
+    dozen numbers, so its time is per-call dispatch and Python, not arithmetic. Same math as
+    `fused_step` up to the rounding of reordered sums: one addmm for the four projections and β's
+    bias, one tanh and one normalisation for q and k together, one batched matmul for S q and S k,
+    one addcmul for the write. x [B, d] fp32; w_t, b from `decode_weights`; state [B, N, r, r]
+    fp32, contiguous, not modified; write [B, 1] fp32 0/1 (0 holds the state exactly) or None =
+    all written; qk_mask [B, 1, 2, 1] fp32 = (valid, 1) per sequence (padding reads zero) or None
+    = all valid. Returns read [B, N, r] (a view) and the new state [B, N, r, r], fp32."""
+    B, N, r = state.shape[0], state.shape[1], state.shape[2]
+    R = N * r
+    z = torch.addmm(b, x, w_t)  # [B, 4·N·r]: q_0 k_0 … | v | β (bias added)
+    t = torch.tanh(z.narrow(1, 0, 2 * R)).view(B, N, 2, r)
+    # F.normalize(t, dim=-1, eps=1e-6) without its Python layers: the same three kernels
+    qk = t / torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(1e-6)
+    if qk_mask is not None:
+        qk = qk * qk_mask
+    beta = torch.sigmoid(z.narrow(1, 3 * R, R))  # [B, N·r]
+    if write is not None:
+        beta = beta * write
+    SqSk = torch.bmm(qk.view(B * N, 2, r), state.reshape(B * N, r, r).transpose(1, 2))  # [B·N, 2, r]: (S q)ᵀ, (S k)ᵀ
+    read, sk = SqSk.view(B, N, 2, r).unbind(2)  # [B, N, r] each
+    u = beta.view(B, N, r) * (z.narrow(1, 2 * R, R).view(B, N, r) - sk)  # β (v − S k)
+    S = torch.addcmul(state * (1 - beta).view(B, N, r, 1), u.view(B, N, r, 1), qk.narrow(2, 1, 1))
+    return read, S

@@ -89,24 +89,29 @@ class Adapter(nn.Module):
             if self._queue.shape[1] < T:
                 raise ValueError(f"δ-mem: {self._queue.shape[1]} queued write ids but the forward has {T} tokens")
             ids, self._queue = self._queue[:, :T], self._queue[:, T:]
-            self.io.ids = ids.expand(B, T).to(x.device)
+            # queued ids live on the host (CPU): reading them here costs no device sync, and tells
+            # every layer whether this call writes all, none or some of its tokens
+            writes = None
+            if ids.device.type == "cpu":
+                writes = True if int(ids.min()) >= 0 else False if int(ids.max()) < 0 else None
+            self.io.ids, self.io.writes = ids.expand(B, T).to(x.device), writes
         elif not self.default_write:
-            self.io.ids = None  # read only
+            self.io.ids, self.io.writes = None, False  # read only
         elif (self.granularity or self.spec.granularity) == "message" and T > 1:
             raise ConfigError(
                 "δ-mem SSW (write_mode=ssw) needs message ids for a multi-token forward: call "
                 "queue_ids(model, ids) first, or use write_mode=tsw"
             )
         else:
-            self.io.ids = torch.zeros(B, T, dtype=torch.long, device=x.device)
+            self.io.ids, self.io.writes = torch.zeros(B, T, dtype=torch.long, device=x.device), True
 
         self.io.granularity = self.granularity
-        self.io.step_masks = None
+        self.io.step_masks = self.io.decode_masks = None
 
     def _post_forward(self, *a: Any) -> None:
-        self.io.valid, self.io.ids, self.io.step_masks = None, None, None
+        self.io.valid, self.io.ids, self.io.writes, self.io.step_masks, self.io.decode_masks = None, None, None, None, None
         for layer in self.layers.values():
-            layer._reads, layer._corr = None, None
+            layer._reads, layer._corr, layer._dts = None, None, None
 
 
 def _attention_modules(model: nn.Module) -> list[nn.Module]:

@@ -57,7 +57,11 @@ class Io:
     granularity: str | None = None  # overrides Spec.granularity for this call (reported SSW->TSW fallback)
     collect_beta: bool = False
     impl: str = "auto"  # kernels.deltamem implementation: auto | reference | triton
+    # what the host knows about this call's writes without reading device memory: True = every real
+    # token is written, False = none is, None = only the ids tensor tells (masked per token)
+    writes: bool | None = None
     step_masks: tuple | None = None  # (write [B], valid [B] | None) of a 1-token call, built once for all layers
+    decode_masks: tuple | None = None  # (write [B, 1] | None, qk [B, 1, 2, 1] | None) fp32, ditto, for decode_step
     beta: dict[int, list] = field(default_factory=dict)  # layer -> [sum of β, count] over written rows (training)
 
 
@@ -84,6 +88,17 @@ class MemoryLayer(nn.Module):
         self._reads: torch.Tensor | None = None  # [B, T, R] between the q and the o hook
         self._cache: dict[str, tuple] = {}  # derived weights: name -> (key of their sources, value)
         self._corr: dict[str, torch.Tensor] | None = None  # head -> [B, 1, out] corrections of a decode step
+        self._dts: dict[str, torch.Tensor] | None = None  # head -> (α/r)·W^Δᵀ [N·r, out] while an inference forward runs
+
+    # Plain attributes rewritten on every forward; nn.Module.__setattr__ (parameter/buffer/module
+    # bookkeeping, ~1.5 µs) is skipped for them, which is measurable at 18 layers × 4 per token.
+    _PLAIN = frozenset({"state", "_key", "_reads", "_corr", "_dts"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in MemoryLayer._PLAIN:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     @torch.no_grad()
     def init_from_base(self, base: dict[str, torch.Tensor]) -> None:
@@ -97,7 +112,7 @@ class MemoryLayer(nn.Module):
 
     # -- state --------------------------------------------------------------------------------
     def reset(self) -> None:
-        self.state, self._key, self._reads, self._corr = None, None, None, None
+        self.state, self._key, self._reads, self._corr, self._dts = None, None, None, None, None
 
     def _state_for(self, x: torch.Tensor) -> torch.Tensor:
         B, key = x.shape[0], (x.shape[0], x.device, x.dtype)
@@ -148,13 +163,59 @@ class MemoryLayer(nn.Module):
 
         return self._derived("delta", ws, build)
 
+    def _sources(self) -> list[torch.Tensor]:
+        """Every parameter, read from the module dicts (each ``Module.__getattr__`` costs ~1 µs per token)."""
+        m = self._modules
+        return [m["memory_q_proj"]._parameters["weight"], m["memory_k_proj"]._parameters["weight"],
+                m["memory_v_proj"]._parameters["weight"], m["beta_proj"]._parameters["weight"], self._parameters["beta_bias"],
+                *(lin._parameters["weight"] for lin in m["delta"]._modules.values())]
+
+    def inference_weights(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(w_t, b) of ``kernels.deltamem.reference.decode_step`` and {head: (α/r)·W^Δᵀ [N·r, out]}
+        for the corrections' addmm (inference only: cached until a weight changes)."""
+        from kernels.deltamem.reference import decode_weights
+
+        def build() -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+            dw, rows = self.correction_weight()
+            w_t, b = decode_weights(self.stacked_weight(), self.beta_bias.detach(), self.spec.num_states, self.spec.rank)
+            return w_t, b, {h: dw[sl].t().contiguous() for h, sl in rows.items()}
+
+        return self._derived("inference", self._sources(), build)
+
+    def _decode_masks(self, io: Io, B: int, device: torch.device) -> tuple:
+        """fp32 multipliers of one 1-token call, built by the first layer for all of them."""
+        if io.decode_masks is None:
+            valid = io.valid[:, 0] if io.valid is not None else None
+            if io.writes is True:
+                write = valid  # padding is never written
+            elif io.writes is False or io.ids is None:
+                write = torch.zeros(B, dtype=torch.bool, device=device)
+            else:
+                write = io.ids[:, 0] >= 0 if valid is None else (io.ids[:, 0] >= 0) & valid
+            qk = None
+            if valid is not None:  # q is zeroed on padding, k is kept
+                qk = torch.stack([valid, torch.ones_like(valid)], 1).float().view(B, 1, 2, 1)
+            io.decode_masks = (None if write is None else write.float().view(B, 1), qk)
+        return io.decode_masks
+
     def read_write(self, x: torch.Tensor, io: Io) -> torch.Tensor:
         """x: [B, T, d] (the attention input). Returns reads [B, T, N*r] fp32 and advances the state."""
         from kernels import deltamem as K
 
         S = self._state_for(x)
         B, T, _ = x.shape
-        if T == 1 and (io.granularity or self.spec.granularity) == "token" and not io.collect_beta:
+        token = (io.granularity or self.spec.granularity) == "token"
+        if T == 1 and token and not io.collect_beta and (io.impl == "reference" or (io.impl == "auto" and not S.is_cuda)) \
+                and not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())):
+            # inference decode on the PyTorch path (CPU): the same step in fewer operator calls, with
+            # operands prepared once per weight change and masks once per forward; the corrections
+            # are one addmm per head in `correction`
+            w_t, b, self._dts = self.inference_weights()
+            self._corr = None
+            write, qk = io.decode_masks or self._decode_masks(io, B, x.device)
+            reads, self.state = K.reference.decode_step(x.reshape(B, -1).float(), w_t, b, S, write, qk)
+            return reads.reshape(B, 1, self.width)
+        if T == 1 and token and not io.collect_beta:
             # decode: projection, gates, read and write in one fused step (one kernel launch on GPU),
             # with no host synchronisation
             if io.step_masks is None:
@@ -167,22 +228,30 @@ class MemoryLayer(nn.Module):
             dw, rows = (None, {}) if training else self.correction_weight()
             reads, self.state, *corr = K.fused_step(x[:, 0], self.stacked_weight(), self.beta_bias, S, write, valid,
                                                     impl=io.impl, delta_weight=dw)
-            if corr:
-                self._corr = {h: corr[0][:, None, sl] for h, sl in rows.items()}
+            self._corr = {h: corr[0][:, None, sl] for h, sl in rows.items()} if corr else None
+            self._dts = None
             return reads.reshape(B, 1, self.width)
         h = x.float()
-        valid = io.valid if io.valid is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
-        ids = io.ids if io.ids is not None else torch.full((B, T), -1, dtype=torch.long, device=x.device)
-        ids = ids.masked_fill(~valid, -1)
         q, k, v, beta = self.project(h)
-        q = q * valid[..., None, None]  # padding reads zero
-        if (io.granularity or self.spec.granularity) == "token":
-            w = (ids >= 0)[..., None, None]  # [B, T, 1, 1]
+        # the corrections' weights at inference, fetched once per forward (None: differentiable path)
+        training = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        self._corr, self._dts = None, None if training else self.inference_weights()[2]
+        if io.valid is not None:
+            q = q * io.valid[..., None, None]  # padding reads zero
+        # host-side knowledge of the writes (Io.writes) replaces a device read per layer: no sync
+        writes = io.writes if io.writes is not None else (None if io.ids is not None else False)
+        if token:
+            if writes is True:  # every real token is written: only padding is masked
+                w = (io.valid if io.valid is not None else torch.ones(B, T, dtype=torch.bool, device=x.device))[..., None, None]
+            elif writes is False:
+                w = torch.zeros(B, T, 1, 1, dtype=torch.bool, device=x.device)
+            else:
+                w = (io.ids >= 0 if io.valid is None else (io.ids >= 0) & io.valid)[..., None, None]  # [B, T, 1, 1]
             beta = beta * w  # β = 0: λ = 1 and no write, the state is held exactly
             if io.collect_beta:
                 self._collect(io, beta.sum(), w.sum() * beta.shape[-1] * beta.shape[-2])
-            if not bool(w.any()):
-                reads = torch.einsum("bnij,btnj->btni", S, q)
+            if writes is False:
+                reads = torch.einsum("bnij,btnj->btni", S, q)  # nothing written: the state is only read
             elif T == 1:
                 r1, S = K.step(q[:, 0], k[:, 0] * w[:, 0], v[:, 0] * w[:, 0], beta[:, 0], S, impl=io.impl)
                 reads = r1[:, None]
@@ -190,7 +259,9 @@ class MemoryLayer(nn.Module):
                 reads, S = K.scan(q, k * w, v * w, beta, S, impl=io.impl)
         else:
             reads = torch.einsum("bnij,btnj->btni", S, q)  # every token reads the state from before the call
-            S = self._message_writes(h, ids, S, io)
+            valid = io.valid if io.valid is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
+            ids = io.ids if io.ids is not None and writes is not False else torch.full((B, T), -1, dtype=torch.long, device=x.device)
+            S = self._message_writes(h, ids.masked_fill(~valid, -1), S, io)
         self.state = S
         return reads.float().reshape(B, T, self.width)
 
@@ -223,12 +294,13 @@ class MemoryLayer(nn.Module):
 
     def correction(self, head: str, out: torch.Tensor) -> torch.Tensor:
         """out + (α/r) W^Δ_head r_t, for the projection ``head`` whose output is ``out``."""
-        if self._reads is None:
+        reads = self._reads
+        if reads is None:
             raise RuntimeError(f"δ-mem layer {self.layer_idx}: {head}_proj ran before q_proj; this attention class is not supported")
         if self._corr is not None:  # computed with the decode step
             return out + self._corr[head]
-        if torch.is_grad_enabled() and self.delta[head].weight.requires_grad:
-            return out + (self.scale * self.delta[head](self._reads)).to(out.dtype)
-        # inference: the cached (α/r)·W^Δ rows, one op fewer per head and token (exact when α/r is a power of two)
-        dw, rows = self.correction_weight()
-        return out + F.linear(self._reads, dw[rows[head]]).to(out.dtype)
+        if self._dts is not None:  # inference: the cached (α/r)·W^Δᵀ; fp32 outputs take it in one addmm
+            if out.dtype == torch.float32:
+                return torch.addmm(out.reshape(-1, out.shape[-1]), reads.reshape(-1, reads.shape[-1]), self._dts[head]).view(out.shape)
+            return out + (reads @ self._dts[head]).to(out.dtype)
+        return out + (self.scale * self.delta[head](reads)).to(out.dtype)
