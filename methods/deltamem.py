@@ -181,7 +181,7 @@ class DeltaMem(Method):
         self.cache = self.make_cache()
         ids = context.all_ids()
         with self._hooks():
-            self.ad.default_write = True
+            self.ad.set_default_write(True)
             self.ad.queue_ids(self._write_ids(context))
             forward_chunks(self.lm.model, self.cache, ids, self.cfg.chunk_size, self._track)
 
@@ -192,7 +192,7 @@ class DeltaMem(Method):
         wq = self.cfg.write_question and self.cfg.write_mode != "ssw"
         with self._hooks():
             self.ad.queue_ids([0 if wq else -1] * len(question.ids))
-            self.ad.default_write = self.cfg.write_during_decode
+            self.ad.set_default_write(self.cfg.write_during_decode)
             after = self._evict if self.cfg.window is not None else None
             yield from greedy(self.lm.model, self.cache, question.ids, max_new_tokens, self.lm.eos_ids, self.cfg.chunk_size, after)
 
@@ -217,6 +217,12 @@ class DeltaMem(Method):
             return self.cfg.kernel
         cuda = next(self.lm.model.parameters()).is_cuda
         return "triton (auto: CUDA)" if cuda else "reference (auto: no CUDA)"
+
+    @classmethod
+    def trainer(cls) -> Any:
+        from methods._deltamem.train import Trainer
+
+        return Trainer
 
     def describe(self) -> dict[str, Any]:
         c = self.cfg

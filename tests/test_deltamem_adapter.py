@@ -113,7 +113,7 @@ def test_method_adapter_config_mismatch(tmp_path, attached):
 
 
 def test_train_two_steps_and_resume(tmp_path):
-    from harness.train import TrainConfig, train
+    from methods._deltamem.train import TrainConfig, train
     from methods.deltamem import DeltaMemConfig
 
     lm = tiny_lm("llama")
@@ -127,6 +127,7 @@ def test_train_two_steps_and_resume(tmp_path):
     assert rec["finished"] and rec["steps"] == 2 and "_delta_mem" not in lm.model.__dict__
     meta = json.loads((tmp_path / "out" / "adapter.json").read_text())
     assert meta["training"]["steps"] == 2 and "heldout_trained" in meta["training"] and meta["training"]["data"]["generator"]
+    assert [p["step"] for p in meta["training"]["curve"]] == [0, 2] and meta["training"]["cpu_minutes"] >= 0
 
 
 def test_method_uses_the_shipped_adapter_for_its_model(tmp_path, monkeypatch, attached):
@@ -146,11 +147,15 @@ def test_method_uses_the_shipped_adapter_for_its_model(tmp_path, monkeypatch, at
 
 
 def test_eval_only_with_mismatched_control(tmp_path):
-    from harness.train import TrainConfig, evaluate_adapter
+    from methods._deltamem.train import TrainConfig, evaluate_adapter
     from methods.deltamem import DeltaMemConfig
 
     lm = tiny_lm("qwen3")
     tc = TrainConfig(eval_episodes=2, eval_length=24)
     out = evaluate_adapter(lm, DeltaMemConfig(adapter=None), tc)
-    assert set(out) == {"adapter", "matched", "mismatched_history"} and out["matched"]["episodes"] == 2
+    row = out["rows"][0]
+    assert set(out) == {"adapter", "split", "rows"} and row["episodes"] == 2 and row["tokens"] == 24
+    for c in ("true", "mismatched", "none"):
+        lo, hi = row[c]["per_digit_ci95"]
+        assert 0 <= lo <= row[c]["per_digit"] <= hi <= 1
     assert "_delta_mem" not in lm.model.__dict__
