@@ -83,3 +83,29 @@ def test_heldout_statistics():
     lo, hi = _ratio_ci([[1, 2, 0, 3]], [3, 3, 3, 3])[0]
     assert lo <= 0.5 <= hi and 0 <= lo and hi <= 1
     assert _ratio_ci([[2, 2, 2]], [2, 2, 2])[0] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("history_kv", [False, True])
+def test_a_left_padded_batch_equals_its_episodes_one_by_one(history_kv):
+    from methods._deltamem.data import episode
+    from methods._deltamem.episodes import digit_ids, encode, make_head, run_episode
+
+    lm = tiny_lm("gemma3")
+    tok = lm.tokenizer
+    ad = attach(lm.model, rank=4)
+    try:
+        for layer in ad.layers.values():  # non-zero corrections, so the state matters for the logits
+            torch.nn.init.normal_(layer.delta["o"].weight, std=0.5)
+        encs = [encode(tok, episode(tok, "train", i, n, kind="code", digits=(d, d))) for i, n, d in ((0, 20, 1), (1, 36, 3), (2, 28, 2))]
+        dv = digit_ids(tok)
+        head = make_head(ad)
+        with torch.no_grad():
+            both = run_episode(lm.model, ad, encs, history_kv=history_kv, head=head, digit_vocab=dv)
+            for b, e in enumerate(encs):
+                one = run_episode(lm.model, ad, e, history_kv=history_kv, head=head, digit_vocab=dv)
+                assert torch.allclose(one["logits"][0], both["logits"][b], atol=1e-3)  # masked vs unmasked attention sums
+                T = len(e["write"])
+                assert torch.allclose(one["beta_tokens"][0], both["beta_tokens"][b, -T:], atol=1e-5)
+                assert (both["beta_tokens"][b, :-T] == 0).all()  # padding is never written
+    finally:
+        detach(lm.model)

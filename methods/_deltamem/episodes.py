@@ -68,37 +68,66 @@ def encode(tok: Any, ep: Any, history: bool = True) -> dict[str, Any]:
     return {"write": bos + list(enc.input_ids), "label": [0] * len(bos) + label, "read": ids(ep.read), "answer": ids(ep.answer)}
 
 
-def run_episode(model: nn.Module, ad: Any, enc: dict[str, Any], history_kv: bool = False, bf16: bool = False,
-                head: nn.Module | None = None, digit_vocab: list[int] | None = None) -> dict[str, torch.Tensor]:
-    """Forward one encoded episode with δ-mem attached. Returns answer CE, the model's predictions,
-    per-layer mean β over the write segment, β per write token [T_w] (mean over layers) and, with
-    ``head`` (a probe over the concatenated reads), the probe's CE and predictions on the digit targets."""
+def _left_pad(rows: list[list[int]], pad: int, dev: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, L] ids and 2-D mask, padded on the left so every row ends at the last column."""
+    L = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (L - len(r)) + r for r in rows], device=dev)
+    mask = torch.tensor([[0] * (L - len(r)) + [1] * len(r) for r in rows], device=dev)
+    return ids, mask
+
+
+def run_episode(model: nn.Module, ad: Any, enc: dict[str, Any] | list[dict[str, Any]], history_kv: bool = False, bf16: bool = False,
+                head: nn.Module | None = None, digit_vocab: list[int] | None = None) -> dict[str, Any]:
+    """Forward one encoded episode (or a batch of them, left-padded: padding is neither read nor
+    written) with δ-mem attached. Returns the mean answer CE, per episode the predictions and targets
+    of the answer tokens, per-layer mean β over the written tokens, β per write token (mean over
+    layers; [B, T_w], left-padded) and, with ``head`` (a probe over the concatenated reads), the
+    probe's CE and predictions on the digit targets."""
+    encs = [enc] if isinstance(enc, dict) else list(enc)
     dev = next(model.parameters()).device
-    w, r, a = enc["write"], enc["read"], enc["answer"]
+    B = len(encs)
     ad.reset()
+    w, wmask = _left_pad([e["write"] for e in encs], 0, dev)
+    x, xmask = _left_pad([e["read"] + e["answer"] for e in encs], 0, dev)
+    A = [len(e["answer"]) for e in encs]
+    wlen = wmask.sum(1, keepdim=True)
+    wpos = (wmask.cumsum(1) - 1).clamp_min(0)
+    xpos = wlen + (xmask.cumsum(1) - 1).clamp_min(0)  # positions continue after each history
     cache = None
     if history_kv:  # paper protocol: the read segment also attends to the history's KV
         from transformers import DynamicCache
 
         cache = DynamicCache(config=model.config)
+    padded = B > 1 and not bool(wmask.all() and xmask.all())
     ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else torch.autocast(dev.type, enabled=False)
     with ctx, ad.record() as rec:
         ad.set_default_write(True)
-        model(input_ids=torch.tensor([w], device=dev), cache=cache, use_cache=cache is not None, logits_to_keep=1)
+        model(input_ids=w, attention_mask=wmask if padded else None, position_ids=wpos, cache=cache,
+              use_cache=cache is not None, logits_to_keep=1)
         ad.set_default_write(False)
-        x = torch.tensor([r + a], device=dev)
-        pos = torch.arange(len(w), len(w) + x.shape[1], device=dev)[None]  # positions continue after the history
-        logits = model(input_ids=x, position_ids=pos, cache=cache, use_cache=cache is not None,
-                       logits_to_keep=len(a) + 1).logits[0, :-1].float()  # [A, V]
-    target = torch.tensor(a, device=dev)
-    out = {"ce": F.cross_entropy(logits, target), "pred": logits.argmax(-1), "target": target,
-           "beta_layers": rec.mean_beta(), "beta_tokens": rec.token_beta(0)[0]}
+        amask = (torch.cat([wmask, xmask], 1) if history_kv else xmask) if padded else None
+        keep = max(A) + 1
+        logits = model(input_ids=x, attention_mask=amask, position_ids=xpos, cache=cache, use_cache=cache is not None,
+                       logits_to_keep=keep).logits.float()  # [B, keep, V]
+    X = x.shape[1]
+    # row b's answer is its last A_b tokens; token j is predicted at column X - A_b - 1 + j
+    rows = torch.tensor([b for b in range(B) for _ in range(A[b])], device=dev)
+    cols = torch.tensor([keep - A[b] - 1 + j for b in range(B) for j in range(A[b])], device=dev)
+    target = torch.tensor([t for e in encs for t in e["answer"]], device=dev)
+    lg = logits[rows, cols]  # [ΣA, V]
+    pred = lg.argmax(-1)
+    splits = [sum(A[:b]) for b in range(B + 1)]
+    out: dict[str, Any] = {"ce": F.cross_entropy(lg, target), "pred": pred, "target": target,
+                           "preds": [pred[splits[b]:splits[b + 1]] for b in range(B)],
+                           "targets": [target[splits[b]:splits[b + 1]] for b in range(B)],
+                           "logits": [lg[splits[b]:splits[b + 1]].detach() for b in range(B)],
+                           "beta_layers": rec.mean_beta(), "beta_tokens": rec.token_beta(0)}
     if head is not None and digit_vocab is not None:
         cls = {t: i for i, t in enumerate(digit_vocab)}
-        keep = [j for j, t in enumerate(a) if t in cls]
-        reads = rec.concat_reads(1)[0, x.shape[1] - len(a) - 1: x.shape[1] - 1]  # [A, layers·N·r] at the positions predicting a
-        z = head(reads[keep])  # [digits, 10]
-        y = torch.tensor([cls[a[j]] for j in keep], device=dev)
+        sel = [i for i, t in enumerate(target.tolist()) if t in cls]
+        reads = rec.concat_reads(1)[rows[sel], (X - keep) + cols[sel]]  # [digits, layers·N·r] at the predicting positions
+        z = head(reads)
+        y = torch.tensor([cls[t] for t in target[sel].tolist()], device=dev)
         out["aux_ce"], out["aux_pred"], out["aux_target"] = F.cross_entropy(z, y), z.argmax(-1), y
     return out
 

@@ -50,30 +50,34 @@ def _ratio_ci(right: list[list[int]], total: list[int], n_boot: int = 2000, seed
 
 @torch.no_grad()
 def evaluate(model: Any, ad: Any, tok: Any, setting: Setting, n: int, seed: int = 0, history_kv: bool = False,
-             controls: tuple[str, ...] = CONTROLS) -> dict[str, Any]:
+             controls: tuple[str, ...] = CONTROLS, batch: int = 8) -> dict[str, Any]:
     """Per-digit / exact accuracy and answer CE per control, with intervals; β on filler vs fact tokens."""
     eps = [setting.episode(tok, "heldout", i, seed=seed) for i in range(n)]
     per: dict[str, dict[str, list]] = {c: {"right": [], "exact": [], "ce": []} for c in controls}
     total: list[int] = []
     beta = {"filler": [0.0, 0], "fact": [0.0, 0], "key": [0.0, 0]}
-    for i, ep in enumerate(eps):
+    for lo in range(0, n, batch):
+        idx = list(range(lo, min(n, lo + batch)))
         for c in controls:
-            enc = encode(tok, ep, history=c != "none")
+            encs = [encode(tok, eps[i], history=c != "none") for i in idx]
             if c == "mismatched":
-                enc["write"] = encode(tok, eps[(i + 1) % n])["write"]
-            m = run_episode(model, ad, enc, history_kv=history_kv)
-            is_digit = torch.tensor([tok.decode([t]).strip().isdigit() for t in enc["answer"]], device=m["pred"].device)
-            right = (m["pred"] == m["target"])
-            per[c]["right"].append(int((right & is_digit).sum()))
-            per[c]["exact"].append(int(right.all()))
-            per[c]["ce"].append(float(m["ce"]))
-            if c == "true":
-                total.append(int(is_digit.sum()))
-                for lab, name in ((0, "filler"), (1, "fact"), (2, "key")):
-                    sel = torch.tensor([x == lab for x in enc["label"]])
-                    sel[0] = False  # BOS
-                    beta[name][0] += float(m["beta_tokens"][sel].sum())
-                    beta[name][1] += int(sel.sum())
+                for e, i in zip(encs, idx):
+                    e["write"] = encode(tok, eps[(i + 1) % n])["write"]
+            m = run_episode(model, ad, encs, history_kv=history_kv)
+            for b, e in enumerate(encs):
+                is_digit = torch.tensor([tok.decode([t]).strip().isdigit() for t in e["answer"]], device=m["pred"].device)
+                right = m["preds"][b] == m["targets"][b]
+                per[c]["right"].append(int((right & is_digit).sum()))
+                per[c]["exact"].append(int(right.all()))
+                per[c]["ce"].append(float(torch.nn.functional.cross_entropy(m["logits"][b], m["targets"][b])))
+                if c == "true":
+                    total.append(int(is_digit.sum()))
+                    bt = m["beta_tokens"][b, -len(e["label"]):]  # left-padded rows: the episode's tokens are the last ones
+                    for lab, name in ((0, "filler"), (1, "fact"), (2, "key")):
+                        sel = torch.tensor([x == lab for x in e["label"]])
+                        sel[0] = False  # BOS
+                        beta[name][0] += float(bt[sel].sum())
+                        beta[name][1] += int(sel.sum())
     ad.reset()
     cis = _ratio_ci([per[c]["right"] for c in controls], total, seed=seed)
     out: dict[str, Any] = {"setting": setting.label(), "tokens": setting.tokens, "episodes": n, "digits": sum(total)}

@@ -39,7 +39,8 @@ class Stage(Setting):
 @dataclass
 class TrainConfig:
     steps: int = 600
-    accum: int = 1
+    accum: int = 1  # forward/backward passes per optimizer step
+    batch: int = 1  # episodes per forward (left-padded); one step = accum × batch episodes
     lr: float = 1e-3  # output side: W_q^Δ, W_o^Δ, b_β
     lr_in: float = 1e-4  # input side: W_q, W_k, W_v, W_β
     weight_decay: float = 0.0
@@ -72,7 +73,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.lengths = list(self.lengths)
-        for f in ("steps", "accum", "eval_every", "eval_episodes", "eval_length", "ckpt_every"):
+        for f in ("steps", "accum", "batch", "eval_every", "eval_episodes", "eval_length", "ckpt_every"):
             v = getattr(self, f)
             check(isinstance(v, int) and v > 0, f"train.{f}", "a positive integer", v)
         check(len(self.lengths) > 0 and all(isinstance(n, int) and n > 0 for n in self.lengths), "train.lengths", "a list of positive integers", self.lengths)
@@ -122,10 +123,12 @@ def _optimizer(ad: Any, head: torch.nn.Module, tc: TrainConfig) -> torch.optim.O
 
 def _train_episode(model: Any, ad: Any, tok: Any, tc: TrainConfig, step: int, j: int, head: Any, dv: list[int]) -> dict:
     st = stage_at(tc, step)
-    index = step * tc.accum + j
-    tokens = st.tokens_choices[index % len(st.tokens_choices)] if st.tokens_choices else st.tokens
-    ep = replace(st, tokens=tokens).episode(tok, "train", index, seed=tc.seed)
-    m = run_episode(model, ad, encode(tok, ep), tc.history_kv, tc.bf16, head if tc.aux > 0 else None, dv)
+    encs = []
+    for b in range(tc.batch):
+        index = (step * tc.accum + j) * tc.batch + b
+        tokens = st.tokens_choices[index % len(st.tokens_choices)] if st.tokens_choices else st.tokens
+        encs.append(encode(tok, replace(st, tokens=tokens).episode(tok, "train", index, seed=tc.seed)))
+    m = run_episode(model, ad, encs, tc.history_kv, tc.bf16, head if tc.aux > 0 else None, dv)
     loss = m["ce"] + tc.beta_reg * ((m["beta_layers"] - tc.beta_target) ** 2).mean()
     if tc.aux > 0:
         loss = loss + tc.aux * m["aux_ce"]
