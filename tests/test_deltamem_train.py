@@ -109,3 +109,17 @@ def test_a_left_padded_batch_equals_its_episodes_one_by_one(history_kv):
                 assert (both["beta_tokens"][b, :-T] == 0).all()  # padding is never written
     finally:
         detach(lm.model)
+
+
+def test_train_yaml_lists_every_trainer_field_with_its_default():
+    from dataclasses import MISSING, fields
+
+    import yaml
+
+    from methods._deltamem.train import TrainConfig
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "configs" / "train.yaml").read_text())["train"]
+    want = {f.name: (f.default if f.default is not MISSING else f.default_factory()) for f in fields(TrainConfig)}
+    assert set(cfg) == set(want)
+    differ = {k: (cfg[k], want[k]) for k in want if cfg[k] != want[k] and k not in ("ckpt_dir",)}  # ckpt_dir interpolates the model name
+    assert differ == {}
