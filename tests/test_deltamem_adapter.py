@@ -120,6 +120,7 @@ def test_train_two_steps_and_resume(tmp_path):
     tc = TrainConfig(steps=2, lengths=[24, 48], eval_every=2, eval_episodes=1, eval_length=32, ckpt_every=1,
                      ckpt_dir=str(tmp_path / "ck"), out=str(tmp_path / "out"), progress=False, max_minutes=0.0)
     tc.history_kv = True  # the paper-protocol variant runs too
+    tc.aux = 1.0  # and the read-out probe loss
     first = train(lm, DeltaMemConfig(adapter=None), tc)  # stops after one step (time budget), checkpointed
     assert first == {"finished": False, "step": 1}
     tc.max_minutes = None
@@ -128,6 +129,7 @@ def test_train_two_steps_and_resume(tmp_path):
     meta = json.loads((tmp_path / "out" / "adapter.json").read_text())
     assert meta["training"]["steps"] == 2 and "heldout_trained" in meta["training"] and meta["training"]["data"]["generator"]
     assert [p["step"] for p in meta["training"]["curve"]] == [0, 2] and meta["training"]["cpu_minutes"] >= 0
+    assert 0 <= meta["training"]["curve"][-1]["probe_true"] <= 1
 
 
 def test_method_uses_the_shipped_adapter_for_its_model(tmp_path, monkeypatch, attached):

@@ -50,10 +50,11 @@ def _ratio_ci(right: list[list[int]], total: list[int], n_boot: int = 2000, seed
 
 @torch.no_grad()
 def evaluate(model: Any, ad: Any, tok: Any, setting: Setting, n: int, seed: int = 0, history_kv: bool = False,
-             controls: tuple[str, ...] = CONTROLS, batch: int = 8) -> dict[str, Any]:
-    """Per-digit / exact accuracy and answer CE per control, with intervals; β on filler vs fact tokens."""
+             controls: tuple[str, ...] = CONTROLS, batch: int = 8, head: Any = None, digit_vocab: list[int] | None = None) -> dict[str, Any]:
+    """Per-digit / exact accuracy and answer CE per control, with intervals; β on filler vs fact tokens;
+    with ``head`` (the trainer's read-out probe) also the probe's per-digit accuracy on the reads."""
     eps = [setting.episode(tok, "heldout", i, seed=seed) for i in range(n)]
-    per: dict[str, dict[str, list]] = {c: {"right": [], "exact": [], "ce": []} for c in controls}
+    per: dict[str, dict[str, list]] = {c: {"right": [], "exact": [], "ce": [], "probe": []} for c in controls}
     total: list[int] = []
     beta = {"filler": [0.0, 0], "fact": [0.0, 0], "key": [0.0, 0]}
     for lo in range(0, n, batch):
@@ -63,7 +64,9 @@ def evaluate(model: Any, ad: Any, tok: Any, setting: Setting, n: int, seed: int 
             if c == "mismatched":
                 for e, i in zip(encs, idx):
                     e["write"] = encode(tok, eps[(i + 1) % n])["write"]
-            m = run_episode(model, ad, encs, history_kv=history_kv)
+            m = run_episode(model, ad, encs, history_kv=history_kv, head=head, digit_vocab=digit_vocab)
+            if head is not None:
+                per[c]["probe"].append(int((m["aux_pred"] == m["aux_target"]).sum()))
             for b, e in enumerate(encs):
                 is_digit = torch.tensor([tok.decode([t]).strip().isdigit() for t in e["answer"]], device=m["pred"].device)
                 right = m["preds"][b] == m["targets"][b]
@@ -85,6 +88,8 @@ def evaluate(model: Any, ad: Any, tok: Any, setting: Setting, n: int, seed: int 
         out[c] = {"per_digit": round(sum(per[c]["right"]) / max(sum(total), 1), 4), "per_digit_ci95": ci,
                   "exact": round(sum(per[c]["exact"]) / n, 4), "exact_ci95": wilson(sum(per[c]["exact"]), n),
                   "answer_ce": round(sum(per[c]["ce"]) / n, 4)}
+        if head is not None:
+            out[c]["probe_per_digit"] = round(sum(per[c]["probe"]) / max(sum(total), 1), 4)
     if "true" in controls and "mismatched" in controls:
         diff = [a - b for a, b in zip(per["true"]["right"], per["mismatched"]["right"])]
         shifted = [d + t for d, t in zip(diff, total)]  # bootstrap the gap as a ratio: (Σ diff)/(Σ total)

@@ -28,7 +28,7 @@ def loop(model: Any, tok: Any, ad: Any, tc: TrainConfig, saved: Any, state: dict
         sched.load_state_dict(saved["scheduler"])
         head.load_state_dict(saved["head"])
     if not state["curve"]:
-        state["curve"].append(curve_point(model, ad, tok, tc, 0))
+        state["curve"].append(curve_point(model, ad, tok, tc, 0, head, dv))
         print(f"[train] held-out before training: {state['curve'][-1]}", file=sys.stderr)
 
     def checkpoint() -> None:
@@ -62,7 +62,7 @@ def loop(model: Any, tok: Any, ad: Any, tc: TrainConfig, saved: Any, state: dict
         bar.update(1)
         bar.set_postfix(ce=f"{ema:.3f}", aux=f"{aema:.3f}" if aema is not None else "-", beta=f"{float(m['beta_layers'].detach().mean()):.3f}", len=m["tokens"])
         if state["step"] % tc.eval_every == 0 or state["step"] == tc.steps:
-            state["curve"].append(curve_point(model, ad, tok, tc, state["step"]))
+            state["curve"].append(curve_point(model, ad, tok, tc, state["step"], head, dv))
             bar.write(f"[train] step {state['step']} ({stage_at(tc, step).label()}): held-out {state['curve'][-1]}")
         out_of_time = tc.max_minutes is not None and time.time() - t0 > 60 * tc.max_minutes
         if state["step"] % tc.ckpt_every == 0 or state["step"] == tc.steps or out_of_time:
@@ -73,7 +73,7 @@ def loop(model: Any, tok: Any, ad: Any, tc: TrainConfig, saved: Any, state: dict
             return {"finished": False, "step": state["step"]}
     bar.close()
     if state["curve"][-1]["step"] != state["step"]:  # e.g. resumed with a smaller train.steps
-        state["curve"].append(curve_point(model, ad, tok, tc, state["step"]))
+        state["curve"].append(curve_point(model, ad, tok, tc, state["step"], head, dv))
     last = [x[0] for x in state["losses"][-50:]]
     record = {
         "command": command, "data": describe(), "train_config": tc.record(), "steps": state["step"],
