@@ -139,9 +139,15 @@ def test_method_uses_the_shipped_adapter_for_its_model(tmp_path, monkeypatch, at
     attached(lm.model)
     save(lm.model, tmp_path / "shipped", extra={"training": {"steps": 7}})
     detach(lm.model)
-    monkeypatch.setitem(dm.SHIPPED_FOR, "tiny_random", {"state_only": tmp_path / "shipped"})
+    attached(lm.model, rank=16)
+    save(lm.model, tmp_path / "r16", extra={"training": {"steps": 9, "command": "python -m harness.train x"}})
+    detach(lm.model)
+    monkeypatch.setitem(dm.SHIPPED_FOR, "tiny_random", {"state_only": {8: tmp_path / "shipped", 16: tmp_path / "r16"}})
     meth = dm.DeltaMem(dm.DeltaMemConfig(), lm)  # adapter: auto
     assert "trained adapter" in meth.describe()["adapter"] and meth.ad.info["training"] == {"steps": 7}
+    r16 = dm.DeltaMem(dm.DeltaMemConfig(rank=16), lm).describe()  # the rank picks the adapter
+    assert str(tmp_path / "r16") in r16["adapter"] and r16["adapter_training"] == {"steps": 9, "command": "python -m harness.train x"}
+    assert "fresh init" in dm.DeltaMem(dm.DeltaMemConfig(rank=4), lm).describe()["adapter"]  # none shipped for rank 4
     paper = dm.DeltaMem(dm.DeltaMemConfig(window=None), lm)  # no adapter shipped for this protocol: fresh, reported
     assert "fresh init" in paper.describe()["adapter"]
     msw = dm.DeltaMem(dm.DeltaMemConfig(write_mode="msw"), lm)  # the shipped one is TSW: fresh init, reported
