@@ -52,6 +52,7 @@ class TrainConfig:
     beta_reg: float = 0.01
     beta_target: float = 0.05
     beta_bias_init: float | None = None  # None: the Spec default (-1.5)
+    beta_sel: float = 0.0  # weight of a selectivity penalty: mean β (over layers) on filler tokens of the write segment
     aux: float = 0.0  # weight of the read-out probe loss (0: off)
     aux_lr: float = 1e-3
     history_kv: bool = False  # False: state-only (history KV discarded); True: paper protocol
@@ -130,6 +131,9 @@ def _train_episode(model: Any, ad: Any, tok: Any, tc: TrainConfig, step: int, j:
         encs.append(encode(tok, replace(st, tokens=tokens).episode(tok, "train", index, seed=tc.seed)))
     m = run_episode(model, ad, encs, tc.history_kv, tc.bf16, head if tc.aux > 0 else None, dv)
     loss = m["ce"] + tc.beta_reg * ((m["beta_layers"] - tc.beta_target) ** 2).mean()
+    if tc.beta_sel > 0:  # write less on filler (label 0, BOS excluded): the gate should choose what to keep
+        filler = [m["beta_tokens"][b, -len(e["label"]):][1:][torch.tensor(e["label"][1:]) == 0] for b, e in enumerate(encs)]
+        loss = loss + tc.beta_sel * torch.cat(filler).mean()
     if tc.aux > 0:
         loss = loss + tc.aux * m["aux_ce"]
     return {**m, "loss": loss, "tokens": tokens}
