@@ -16,14 +16,14 @@ from typing import Any
 
 
 def load_curve(folder: Path) -> tuple[list[dict[str, Any]], list, str]:
-    if (folder / "adapter.json").exists() and "training" in json.loads((folder / "adapter.json").read_text()):
+    if not (folder / "trainer.pt").exists() and (folder / "adapter.json").exists() and "training" in json.loads((folder / "adapter.json").read_text()):
         t = json.loads((folder / "adapter.json").read_text())["training"]
         if "curve" in t:
             return t["curve"], [], t.get("curve_setting", "")
     import torch
 
     st = torch.load(folder / "trainer.pt", map_location="cpu", weights_only=True)["state"]
-    return st["curve"], st["losses"], ""
+    return st["curve"], st["losses"], st["curve"][-1].get("setting", "")
 
 
 def draw(curve: list[dict[str, Any]], losses: list, title: str, out: Path) -> Path:
@@ -43,6 +43,11 @@ def draw(curve: list[dict[str, Any]], losses: list, title: str, out: Path) -> Pa
         pts = [(p["step"], p["probe_mismatched"]) for p in curve if p.get("probe_mismatched") is not None]
         top.plot(*zip(*pts), "v:", color="#fdae61", label="read-out probe, mismatched")
     top.axhline(0.1, color="grey", lw=0.8, ls=":")
+    for a, b in zip(curve, curve[1:]):  # the held-out setting changed (curriculum re-planned mid-run)
+        if a.get("setting") != b.get("setting"):
+            for ax in (top, bot):
+                ax.axvline((a["step"] + b["step"]) / 2, color="black", lw=0.8, ls="--")
+            top.text((a["step"] + b["step"]) / 2, 0.95, " from here: " + str(b.get("setting")), fontsize=6, va="top")
     top.set_ylabel("held-out per-digit accuracy")
     top.set_ylim(0, 1)
     top.legend(fontsize=7, loc="upper left")

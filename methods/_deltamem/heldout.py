@@ -98,3 +98,27 @@ def evaluate(model: Any, ad: Any, tok: Any, setting: Setting, n: int, seed: int 
                                             "ci95": [round(lo - 1, 4), round(hi - 1, 4)]}
     out["beta"] = {k: (round(s / c, 4) if c else None) for k, (s, c) in beta.items()}
     return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The held-out table of ``train.eval_only`` output as Markdown (numbers from the JSON, never typed)."""
+    ci = lambda x: "–" if x is None else f"[{x[0]:.3f}, {x[1]:.3f}]"  # noqa: E731
+    lines = ["| setting | n episodes (digits) | history | per-digit (95 % CI) | exact (95 % CI) | answer CE |", "|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        for c in CONTROLS:
+            if c not in row:
+                continue
+            r = row[c]
+            lines.append(f"| {row['setting']} | {row['episodes']} ({row['digits']}) | {c} | {r['per_digit']:.3f} {ci(r['per_digit_ci95'])} | "
+                         f"{r['exact']:.3f} {ci(r['exact_ci95'])} | {r['answer_ce']:.3f} |")
+        g = row.get("gap_true_minus_mismatched")
+        if g:
+            lines.append(f"| {row['setting']} | | **true − mismatched** | **{g['per_digit']:+.3f}** {ci(g['ci95'])} | | |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(markdown(json.loads(open(sys.argv[1]).read())), end="")

@@ -145,7 +145,7 @@ def curve_point(model: Any, ad: Any, tok: Any, tc: TrainConfig, step: int, head:
     r = evaluate(model, ad, tok, tc.eval_setting, tc.eval_episodes, seed=tc.seed, history_kv=tc.history_kv, controls=("true", "mismatched"),
                  head=head if tc.aux > 0 else None, digit_vocab=dv)
     probe = {f"probe_{c}": r[c].get("probe_per_digit") for c in ("true", "mismatched")} if tc.aux > 0 else {}
-    return {"step": step, "true": r["true"]["per_digit"], "mismatched": r["mismatched"]["per_digit"], **probe,
+    return {"step": step, "setting": r["setting"], "true": r["true"]["per_digit"], "mismatched": r["mismatched"]["per_digit"], **probe,
             "true_ce": r["true"]["answer_ce"], "mismatched_ce": r["mismatched"]["answer_ce"], "exact": r["true"]["exact"],
             "beta_filler": r["beta"]["filler"], "beta_fact": r["beta"]["fact"], "beta_key": r["beta"]["key"]}
 
