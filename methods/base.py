@@ -163,3 +163,10 @@ class Method(ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "variant": self.variant}
+
+    @classmethod
+    def trainer(cls) -> Any:
+        """What ``python -m harness.train`` runs for this method: None (nothing to train), or an object
+        with ``Config`` (the dataclass of the ``train`` config group) and
+        ``run(lm, method_cfg, train_cfg, command) -> dict``."""
+        return None

@@ -37,9 +37,10 @@ __all__ = ["DeltaMem", "DeltaMemConfig", "attach", "detach", "reset_state", "rea
 
 WRITE_MODES = ("tsw", "ssw", "msw")
 SHIPPED = Path(__file__).resolve().parents[1] / "adapters"
-# model -> protocol -> adapter; each trained under the protocol it is used for (a state-only adapter
-# hurts the paper protocol: see methods/_deltamem/README.md)
-SHIPPED_FOR = {"gemma3_270m": {"state_only": SHIPPED / "gemma3_270m_deltamem", "paper": SHIPPED / "gemma3_270m_deltamem_paper"}}
+# model -> protocol -> rank -> adapter; each trained under the protocol it is used for (a state-only
+# adapter hurts the paper protocol: see methods/_deltamem/README.md). A missing folder means fresh init.
+SHIPPED_FOR = {"gemma3_270m": {"state_only": {8: SHIPPED / "gemma3_270m_deltamem", 32: SHIPPED / "gemma3_270m_deltamem_r32"},
+                               "paper": {8: SHIPPED / "gemma3_270m_deltamem_paper"}}}
 
 
 @dataclass
@@ -89,7 +90,7 @@ class DeltaMem(Method):
     def _adapter(self, cfg: DeltaMemConfig, lm: Any) -> tuple[Any, str]:
         want = cfg.spec()
         protocol = "paper" if cfg.window is None else "state_only"
-        path = SHIPPED_FOR.get(lm.cfg.name, {}).get(protocol) if cfg.adapter == "auto" else cfg.adapter
+        path = SHIPPED_FOR.get(lm.cfg.name, {}).get(protocol, {}).get(cfg.rank) if cfg.adapter == "auto" else cfg.adapter
         if path is not None and (cfg.adapter != "auto" or Path(path).exists()):
             ad = load_adapter(lm.model, path)
             got = ad.spec
@@ -184,7 +185,7 @@ class DeltaMem(Method):
         self.cache = self.make_cache()
         ids = context.all_ids()
         with self._hooks():
-            self.ad.default_write = True
+            self.ad.set_default_write(True)
             self.ad.queue_ids(self._write_ids(context))
             forward_chunks(self.lm.model, self.cache, ids, self.cfg.chunk_size, self._track)
 
@@ -195,7 +196,7 @@ class DeltaMem(Method):
         wq = self.cfg.write_question and self.cfg.write_mode != "ssw"
         with self._hooks():
             self.ad.queue_ids([0 if wq else -1] * len(question.ids))
-            self.ad.default_write = self.cfg.write_during_decode
+            self.ad.set_default_write(self.cfg.write_during_decode)
             after = self._evict if self.cfg.window is not None else None
             yield from greedy(self.lm.model, self.cache, question.ids, max_new_tokens, self.lm.eos_ids, self.cfg.chunk_size, after)
 
@@ -252,12 +253,21 @@ class DeltaMem(Method):
         cuda = next(self.lm.model.parameters()).is_cuda
         return "triton (auto: CUDA)" if cuda else "reference (auto: no CUDA)"
 
+    @classmethod
+    def trainer(cls) -> Any:
+        from methods._deltamem.train import Trainer
+
+        return Trainer
+
     def describe(self) -> dict[str, Any]:
         c = self.cfg
         protocol = "context + state (paper)" if c.window is None else f"state-only: KV window {c.window}" + (f" + {c.sinks} sinks" if c.sinks else "")
         d = {**super().describe(), "protocol": protocol, "write_mode": c.write_mode, "rank": self.ad.spec.rank,
              "num_states": self.ad.spec.num_states, "alpha": self.ad.spec.alpha, "heads": list(self.ad.spec.heads), "adapter": self.note,
              "write_during_decode": c.write_during_decode, "kernel": self._kernel()}
+        t = self.ad.info.get("training")
+        if t:  # how the adapter was trained, from its adapter.json
+            d["adapter_training"] = {k: t[k] for k in ("command", "steps", "cpu_minutes", "wall_minutes", "date", "protocol") if k in t}
         if c.write_mode == "ssw":
             d["ssw_fallback"] = c.ssw_fallback
             d["ssw_fallback_samples"] = self._fallbacks  # samples that ran as TSW because they had < 2 messages

@@ -113,13 +113,14 @@ def test_method_adapter_config_mismatch(tmp_path, attached):
 
 
 def test_train_two_steps_and_resume(tmp_path):
-    from harness.train import TrainConfig, train
+    from methods._deltamem.train import TrainConfig, train
     from methods.deltamem import DeltaMemConfig
 
     lm = tiny_lm("llama")
     tc = TrainConfig(steps=2, lengths=[24, 48], eval_every=2, eval_episodes=1, eval_length=32, ckpt_every=1,
                      ckpt_dir=str(tmp_path / "ck"), out=str(tmp_path / "out"), progress=False, max_minutes=0.0)
     tc.history_kv = True  # the paper-protocol variant runs too
+    tc.aux = 1.0  # and the read-out probe loss
     first = train(lm, DeltaMemConfig(adapter=None), tc)  # stops after one step (time budget), checkpointed
     assert first == {"finished": False, "step": 1}
     tc.max_minutes = None
@@ -127,6 +128,8 @@ def test_train_two_steps_and_resume(tmp_path):
     assert rec["finished"] and rec["steps"] == 2 and "_delta_mem" not in lm.model.__dict__
     meta = json.loads((tmp_path / "out" / "adapter.json").read_text())
     assert meta["training"]["steps"] == 2 and "heldout_trained" in meta["training"] and meta["training"]["data"]["generator"]
+    assert [p["step"] for p in meta["training"]["curve"]] == [0, 2] and meta["training"]["cpu_minutes"] >= 0
+    assert 0 <= meta["training"]["curve"][-1]["probe_true"] <= 1
 
 
 def test_method_uses_the_shipped_adapter_for_its_model(tmp_path, monkeypatch, attached):
@@ -136,9 +139,15 @@ def test_method_uses_the_shipped_adapter_for_its_model(tmp_path, monkeypatch, at
     attached(lm.model)
     save(lm.model, tmp_path / "shipped", extra={"training": {"steps": 7}})
     detach(lm.model)
-    monkeypatch.setitem(dm.SHIPPED_FOR, "tiny_random", {"state_only": tmp_path / "shipped"})
+    attached(lm.model, rank=16)
+    save(lm.model, tmp_path / "r16", extra={"training": {"steps": 9, "command": "python -m harness.train x"}})
+    detach(lm.model)
+    monkeypatch.setitem(dm.SHIPPED_FOR, "tiny_random", {"state_only": {8: tmp_path / "shipped", 16: tmp_path / "r16"}})
     meth = dm.DeltaMem(dm.DeltaMemConfig(), lm)  # adapter: auto
     assert "trained adapter" in meth.describe()["adapter"] and meth.ad.info["training"] == {"steps": 7}
+    r16 = dm.DeltaMem(dm.DeltaMemConfig(rank=16), lm).describe()  # the rank picks the adapter
+    assert str(tmp_path / "r16") in r16["adapter"] and r16["adapter_training"] == {"steps": 9, "command": "python -m harness.train x"}
+    assert "fresh init" in dm.DeltaMem(dm.DeltaMemConfig(rank=4), lm).describe()["adapter"]  # none shipped for rank 4
     paper = dm.DeltaMem(dm.DeltaMemConfig(window=None), lm)  # no adapter shipped for this protocol: fresh, reported
     assert "fresh init" in paper.describe()["adapter"]
     msw = dm.DeltaMem(dm.DeltaMemConfig(write_mode="msw"), lm)  # the shipped one is TSW: fresh init, reported
@@ -146,11 +155,15 @@ def test_method_uses_the_shipped_adapter_for_its_model(tmp_path, monkeypatch, at
 
 
 def test_eval_only_with_mismatched_control(tmp_path):
-    from harness.train import TrainConfig, evaluate_adapter
+    from methods._deltamem.train import TrainConfig, evaluate_adapter
     from methods.deltamem import DeltaMemConfig
 
     lm = tiny_lm("qwen3")
     tc = TrainConfig(eval_episodes=2, eval_length=24)
     out = evaluate_adapter(lm, DeltaMemConfig(adapter=None), tc)
-    assert set(out) == {"adapter", "matched", "mismatched_history"} and out["matched"]["episodes"] == 2
+    row = out["rows"][0]
+    assert set(out) == {"adapter", "split", "rows"} and row["episodes"] == 2 and row["tokens"] == 24
+    for c in ("true", "mismatched", "none"):
+        lo, hi = row[c]["per_digit_ci95"]
+        assert 0 <= lo <= row[c]["per_digit"] <= hi <= 1
     assert "_delta_mem" not in lm.model.__dict__

@@ -17,13 +17,14 @@ last T positions; never the 4-D mask) and pops the write ids for these T tokens 
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from harness.registry import ConfigError
-from methods._deltamem.layer import Io, MemoryLayer, Spec
+from methods._deltamem.layer import Io, MemoryLayer, Recording, Spec
 
 SUPPORTED = ("Gemma3Attention", "Qwen3Attention", "LlamaAttention")
 _ATTR = "_delta_mem"
@@ -61,6 +62,23 @@ class Adapter(nn.Module):
         if value not in STEP_IMPLS:
             raise ConfigError(f"δ-mem kernel must be one of {', '.join(STEP_IMPLS)}, got {value!r}")
         self.io.impl = value
+
+    def set_default_write(self, on: bool) -> None:
+        """Whether tokens fed without queued write ids are written (TSW) / form one message (SSW, T=1)."""
+        self.default_write = bool(on)
+
+    @contextmanager
+    def record(self) -> Iterator[Recording]:
+        """Keep per-token β, write masks and reads of every layer for the forward calls inside the block
+        (with their autograd graph: a loss on them trains the memory). Decode steps then take the
+        unfused path, so this is for training and probes, not for timing."""
+        if self.io.record is not None:
+            raise RuntimeError("δ-mem: Adapter.record() is already active")
+        rec = self.io.record = Recording()
+        try:
+            yield rec
+        finally:
+            self.io.record = None
 
     def reset(self) -> None:
         """Zero every layer's state and drop queued ids and overrides."""
@@ -198,4 +216,4 @@ def queue_ids(model: nn.Module, ids: Any) -> None:
 
 def set_default_write(model: nn.Module, on: bool) -> None:
     """Whether tokens fed without queued ids are written (e.g. decode steps)."""
-    get_adapter(model).default_write = bool(on)
+    get_adapter(model).set_default_write(on)

@@ -12,7 +12,7 @@ own string namespace per split ("train" / "heldout"), never the tasks' "passkey/
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 SPLITS = ("train", "heldout")
@@ -55,27 +55,40 @@ class Episode:
     answer: str  # " " + key
     kind: str
     key: str
+    facts: list[tuple[int, int]] = field(default_factory=list)  # character spans of the inserted fact sentences in ``write``
 
 
-def _key(rng: random.Random) -> str:
-    n = rng.randint(3, 7)
-    return str(rng.randrange(10 ** (n - 1), 10**n))
+def _key(rng: random.Random, digits: tuple[int, int]) -> str:
+    n = rng.randint(*digits)
+    return str(rng.randrange(0 if n == 1 else 10 ** (n - 1), 10**n))
 
 
-def episode(tok: Any, split: str, index: int, tokens: int, kind: str | None = None, seed: int = 0) -> Episode:
-    """A seeded episode whose write segment is about ``tokens`` tokens long (exactly reproducible)."""
+def episode(tok: Any, split: str, index: int, tokens: int, kind: str | None = None, seed: int = 0,
+            digits: tuple[int, int] = (3, 7), place: float | None = None) -> Episode:
+    """A seeded episode whose write segment is about ``tokens`` tokens long (exactly reproducible).
+
+    ``digits``: (min, max) key length; ``place``: where the fact sentence(s) go among the filler, 0 = first,
+    1 = last (right before the question), None = uniformly at random. Keys shorter than 3 digits and a
+    fixed place are for curricula; the defaults give the original episodes, seed for seed."""
     if split not in SPLITS:
         raise ValueError(f"invalid split {split!r}; expected one of {', '.join(SPLITS)}")
-    rng = random.Random(f"deltamem-train-data/{split}/{seed}/{tokens}/{index}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"invalid kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if not (1 <= digits[0] <= digits[1]):
+        raise ValueError(f"invalid digits {digits!r}; expected (min, max) with 1 <= min <= max")
+    if place is not None and not 0 <= place <= 1:
+        raise ValueError(f"invalid place {place!r}; expected a number in [0, 1] or None")
+    extra = "" if (tuple(digits), place) == ((3, 7), None) else f"/{digits[0]}-{digits[1]}/{place}"
+    rng = random.Random(f"deltamem-train-data/{split}/{seed}/{tokens}/{index}{extra}")
     kind = kind or rng.choice(KINDS)
     if kind == "code":
         t, q, p = rng.choice(CODE_TEMPLATES)
-        key = _key(rng)
+        key = _key(rng, digits)
         inserts, fill = [t.format(key=key)], {}
     else:
         names = rng.sample(NAMES, rng.randint(2, 4))
         t, q, p = rng.choice(FACT_TEMPLATES)
-        keys = [_key(rng) for _ in names]
+        keys = [_key(rng, digits) for _ in names]
         inserts = [t.format(name=n, key=k) for n, k in zip(names, keys)]
         j = rng.randrange(len(names))
         key, fill = keys[j], {"name": names[j]}
@@ -87,9 +100,17 @@ def episode(tok: Any, split: str, index: int, tokens: int, kind: str | None = No
         s = rng.choice(FILLER)
         filler.append(s)
         n += len(tok(" " + s, add_special_tokens=False).input_ids)
+    at = None if place is None else round(place * len(filler))
     for ins in inserts:
-        filler.insert(rng.randint(0, len(filler)), ins)
-    return Episode(write=intro + " ".join(filler), read="\n\n" + q.format(**fill) + " " + p.format(**fill), answer=" " + key, kind=kind, key=key)
+        filler.insert(rng.randint(0, len(filler)) if at is None else at, ins)
+        at = None if at is None else at + 1
+    spans, pos = [], len(intro)
+    for s in filler:  # character spans of the facts, for per-token measurements (β on facts vs filler)
+        if s in inserts:
+            spans.append((pos, pos + len(s)))
+        pos += len(s) + 1
+    return Episode(write=intro + " ".join(filler), read="\n\n" + q.format(**fill) + " " + p.format(**fill), answer=" " + key,
+                   kind=kind, key=key, facts=spans)
 
 
 def describe() -> dict[str, Any]:

@@ -55,14 +55,48 @@ class Io:
     valid: torch.Tensor | None = None  # [B, T] bool, False = padding (no read, no write); None = all real
     ids: torch.Tensor | None = None  # [B, T] long write ids: -1 = not written; SSW groups equal ids ≥ 0
     granularity: str | None = None  # overrides Spec.granularity for this call (reported SSW->TSW fallback)
-    collect_beta: bool = False
+    record: Recording | None = None  # set by Adapter.record(): per-token β and reads are kept (training, probes)
     impl: str = "auto"  # kernels.deltamem implementation: auto | reference | triton
     # what the host knows about this call's writes without reading device memory: True = every real
     # token is written, False = none is, None = only the ids tensor tells (masked per token)
     writes: bool | None = None
     step_masks: tuple | None = None  # (write [B], valid [B] | None) of a 1-token call, built once for all layers
     decode_masks: tuple | None = None  # (write [B, 1] | None, qk [B, 1, 2, 1] | None) fp32, ditto, for decode_step
-    beta: dict[int, list] = field(default_factory=dict)  # layer -> [sum of β, count] over written rows (training)
+
+
+@dataclass
+class Recording:
+    """What the layers report while ``Adapter.record()`` is active, one entry per forward call and layer.
+
+    ``beta[layer]``: list of [B, T] — β per token, averaged over the N·r rows (0 where not written);
+    ``written[layer]``: list of [B, T] bool; ``reads[layer]``: list of [B, T, N·r] reads r_t = S_{t-1} q_t.
+    Tensors keep their autograd graph, so a loss on them trains the memory projections."""
+
+    beta: dict[int, list] = field(default_factory=dict)
+    written: dict[int, list] = field(default_factory=dict)
+    reads: dict[int, list] = field(default_factory=dict)
+
+    def add(self, layer: int, beta: torch.Tensor | None, written: torch.Tensor | None, reads: torch.Tensor) -> None:
+        if beta is not None:
+            self.beta.setdefault(layer, []).append(beta)
+            self.written.setdefault(layer, []).append(written)
+        self.reads.setdefault(layer, []).append(reads)
+
+    def mean_beta(self) -> torch.Tensor:
+        """[layers]: mean β over every written token (and row) of the recorded calls, per layer."""
+        out = []
+        for i in sorted(self.beta):
+            b, w = torch.cat([x.flatten() for x in self.beta[i]]), torch.cat([x.flatten() for x in self.written[i]])
+            out.append((b * w).sum() / w.sum().clamp_min(1))
+        return torch.stack(out) if out else torch.zeros(0)
+
+    def token_beta(self, call: int = 0) -> torch.Tensor:
+        """[B, T]: β per token of forward call ``call``, averaged over layers."""
+        return torch.stack([self.beta[i][call] for i in sorted(self.beta)]).mean(0)
+
+    def concat_reads(self, call: int = -1) -> torch.Tensor:
+        """[B, T, layers·N·r]: the reads of every layer for forward call ``call``, concatenated."""
+        return torch.cat([self.reads[i][call] for i in sorted(self.reads)], -1)
 
 
 class MemoryLayer(nn.Module):
@@ -205,7 +239,7 @@ class MemoryLayer(nn.Module):
         S = self._state_for(x)
         B, T, _ = x.shape
         token = (io.granularity or self.spec.granularity) == "token"
-        if T == 1 and token and not io.collect_beta and (io.impl == "reference" or (io.impl == "auto" and not S.is_cuda)) \
+        if T == 1 and token and io.record is None and (io.impl == "reference" or (io.impl == "auto" and not S.is_cuda)) \
                 and not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())):
             # inference decode on the PyTorch path (CPU): the same step in fewer operator calls, with
             # operands prepared once per weight change and masks once per forward; the corrections
@@ -215,7 +249,7 @@ class MemoryLayer(nn.Module):
             write, qk = io.decode_masks or self._decode_masks(io, B, x.device)
             reads, self.state = K.reference.decode_step(x.reshape(B, -1).float(), w_t, b, S, write, qk)
             return reads.reshape(B, 1, self.width)
-        if T == 1 and token and not io.collect_beta:
+        if T == 1 and token and io.record is None:
             # decode: projection, gates, read and write in one fused step (one kernel launch on GPU),
             # with no host synchronisation
             if io.step_masks is None:
@@ -248,8 +282,6 @@ class MemoryLayer(nn.Module):
             else:
                 w = (io.ids >= 0 if io.valid is None else (io.ids >= 0) & io.valid)[..., None, None]  # [B, T, 1, 1]
             beta = beta * w  # β = 0: λ = 1 and no write, the state is held exactly
-            if io.collect_beta:
-                self._collect(io, beta.sum(), w.sum() * beta.shape[-1] * beta.shape[-2])
             if writes is False:
                 reads = torch.einsum("bnij,btnj->btni", S, q)  # nothing written: the state is only read
             elif T == 1:
@@ -262,8 +294,12 @@ class MemoryLayer(nn.Module):
             valid = io.valid if io.valid is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
             ids = io.ids if io.ids is not None and writes is not False else torch.full((B, T), -1, dtype=torch.long, device=x.device)
             S = self._message_writes(h, ids.masked_fill(~valid, -1), S, io)
+            beta, w = None, None
         self.state = S
-        return reads.float().reshape(B, T, self.width)
+        reads = reads.float().reshape(B, T, self.width)
+        if io.record is not None:
+            io.record.add(self.layer_idx, None if beta is None else beta.mean((-1, -2)), None if w is None else w[..., 0, 0], reads)
+        return reads
 
     def _message_writes(self, h: torch.Tensor, ids: torch.Tensor, S: torch.Tensor, io: Io) -> torch.Tensor:
         """SSW: one write per message id present in this call, from the mean hidden state, in id order."""
@@ -282,15 +318,9 @@ class MemoryLayer(nn.Module):
         hm = (onehot @ h) / onehot.sum(-1, keepdim=True).clamp_min(1)  # [B, M, d]
         q, k, v, beta = self.project(hm)
         beta = beta * live[..., None, None]
-        if io.collect_beta:
-            self._collect(io, beta.sum(), live.sum() * beta.shape[-1] * beta.shape[-2])
         if M == 1:
             return K.step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], S, impl=io.impl)[1]
         return K.scan(q, k, v, beta, S, impl=io.impl)[1]
-
-    def _collect(self, io: Io, total: torch.Tensor, count: torch.Tensor) -> None:
-        acc = io.beta.setdefault(self.layer_idx, [0.0, 0])
-        acc[0], acc[1] = acc[0] + total, acc[1] + count
 
     def correction(self, head: str, out: torch.Tensor) -> torch.Tensor:
         """out + (α/r) W^Δ_head r_t, for the projection ``head`` whose output is ``out``."""
