@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from methods._deltamem.episodes import digit_ids, make_head
-from methods._deltamem.train import TrainConfig, _optimizer, _train_episode, curve_point, lr_factor, stage_at
+from methods._deltamem.steps import TrainConfig, _optimizer, _train_episode, curve_point, lr_factor, stage_at
 
 
 def loop(model: Any, tok: Any, ad: Any, tc: TrainConfig, saved: Any, state: dict, ckpt: Path, command: str, model_name: str) -> dict[str, Any]:
