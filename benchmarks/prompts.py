@@ -93,6 +93,11 @@ def render(before: Path, after: Path, before_label: str) -> str:
             f"| {_f(b and b['n_tokens'], 1)} | {_f(a and a['n_tokens'], 1)} |"
         )
     dates = sorted(d for d in dates if d)
+    a_bare, a_pre, a_inl = (cell(after, k) for k in ("qa", "qa_prefixed", "qa_prefixed_inline"))
+    gap = ""
+    if a_bare and a_pre and a_inl:
+        gap = (f"After the change, the file without `answer_prefix` scores {a_bare['acc']:.3f}: {a_bare['acc'] - a_pre['acc']:+.3f} against the "
+               f"written-out template ({a_pre['acc']:.3f}) and {a_bare['acc'] - a_inl['acc']:+.3f} against the one-line form ({a_inl['acc']:.3f}).")
     lines = [
         "# Prompt template and stop strings: full_kv before and after",
         "",
@@ -109,6 +114,8 @@ def render(before: Path, after: Path, before_label: str) -> str:
         "| task | n | accuracy before | accuracy after | decode s before | decode s after | tokens before | tokens after |",
         "|---|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        gap,
         "",
         "commands (from the repository root; \"before\" ran the same commands from a checkout of the old commit with",
         "`tasks/data/qa*.jsonl` copied in, via `python benchmarks/prompts.py run --code <checkout>`):",
