@@ -12,33 +12,23 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-import numpy as np
+from harness import stats
 
-Z95 = 1.959963984540054
-N_BOOT = 2000
+N_BOOT = stats.N_BOOT
 #: the study's target: a headline cell's 95 % half-width at most this
 TARGET_HALF_WIDTH = 0.10
 
 
-def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+def wilson(successes: float, n: int) -> tuple[float, float]:
+    """Wilson score interval for ``successes`` out of ``n`` (``harness.stats.wilson``)."""
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return stats.wilson(successes / n, n)
 
 
 def cluster_bootstrap(scores: Sequence[float], clusters: Sequence[Any], seed: int = 0, n_boot: int = N_BOOT) -> tuple[float, float]:
-    s = np.asarray(scores, dtype=float)
-    _, idx = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
-    k = int(idx.max()) + 1
-    sums, counts = np.bincount(idx, weights=s, minlength=k), np.bincount(idx, minlength=k).astype(float)
-    draw = np.random.default_rng(seed).integers(0, k, size=(n_boot, k))  # [n_boot, k] cluster picks
-    means = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
+    """Percentile bootstrap over contexts (``harness.stats.cluster_bootstrap_ci``); contexts compared as text."""
+    return stats.cluster_bootstrap_ci(scores, [str(c) for c in clusters], n_boot=n_boot, seed=seed)
 
 
 def mean_interval(scores: Sequence[float], clusters: Sequence[Any] | None = None) -> dict[str, Any]:
