@@ -18,12 +18,15 @@ from torch import nn
 
 @dataclass
 class Setting:
-    """Which episodes: write-segment length, key length (min, max), where the fact sits, which kind."""
+    """Which episodes: write-segment length, key length (min, max), where the fact sits, which kind,
+    and ``end``: text appended to the answer and trained like it (e.g. "\n", so that the model stops
+    after the key instead of repeating it; "" keeps the original episodes)."""
 
     tokens: int = 256
     digits: tuple[int, int] = (3, 7)
     place: float | None = None
     kind: str | None = None
+    end: str = ""
 
     def __post_init__(self) -> None:
         from harness.registry import check
@@ -33,15 +36,20 @@ class Setting:
         check(len(self.digits) == 2 and 1 <= self.digits[0] <= self.digits[1], "digits", "[min, max] with 1 <= min <= max", self.digits)
         check(self.place is None or 0 <= self.place <= 1, "place", "null or a number in [0, 1]", self.place)
         check(self.kind in (None, "code", "facts"), "kind", "null, code or facts", self.kind)
+        check(isinstance(self.end, str) and not self.end.strip(), "end", "a string of whitespace (e.g. \"\\n\")", self.end)
 
     def episode(self, tok: Any, split: str, index: int, seed: int = 0) -> Any:
         from methods._deltamem.data import episode
 
-        return episode(tok, split, index, self.tokens, kind=self.kind, seed=seed, digits=self.digits, place=self.place)
+        from dataclasses import replace
+
+        ep = episode(tok, split, index, self.tokens, kind=self.kind, seed=seed, digits=self.digits, place=self.place)
+        return replace(ep, answer=ep.answer + self.end) if self.end else ep
 
     def label(self) -> str:
         where = "random place" if self.place is None else f"place {self.place:g}"
-        return f"{self.tokens} tok, {self.digits[0]}-{self.digits[1]} digits, {where}" + (f", {self.kind}" if self.kind else "")
+        return (f"{self.tokens} tok, {self.digits[0]}-{self.digits[1]} digits, {where}" + (f", {self.kind}" if self.kind else "")
+                + (f", then {self.end!r}" if self.end else ""))
 
 
 DIGITS = "0123456789"
