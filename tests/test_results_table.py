@@ -1,0 +1,53 @@
+"""benchmarks/results_table.py: a results table rendered from run folders, never typed by hand.
+
+Checked on two fake runs that differ in one method setting: that setting becomes a column, a slice
+is broken down in numeric order, intervals print with their n and method, and a missing interval
+says so instead of printing a bound."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("results_table", ROOT / "benchmarks" / "results_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(folder: Path, window: int, acc: float) -> None:
+    folder.mkdir(parents=True)
+    entry = lambda m, n, ci: {"mean": m, "n": n, "ci95": ci, "ci_method": "wilson" if ci else "none"}  # noqa: E731
+    summary = {
+        "status": "ok", "method": "window", "task": "kv_recall",
+        "method_config": {"name": "window", "window": window, "sinks": 4},
+        "load": {"dtype": "float32", "quantization": "none"},
+        "accuracy": entry(acc, 12, [acc - 0.2, acc + 0.1]),
+        "slices": {"num_facts": {"8": entry(0.25, 4, [0.05, 0.7]), "2": entry(1.0, 1, None), "16": entry(0.5, 8, [0.2, 0.8])}},
+        "memory": {"required_bytes": 3 * 2**20, "required_phase": "ingest", "weights_bytes": 2**20, "state_bytes": 2**19},
+        "metrics": {"ttft_query_s": {"p50": 0.125}, "decode_tok_per_s": {"mean": 9.5}},
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "env.json").write_text(json.dumps({"cpu": "Test CPU", "gpus": [], "date": "2026-11-30T10:00:00+00:00", "git_sha": "abcdef1234567"}))
+
+
+def test_table_columns_slices_and_intervals(tmp_path, capsys):
+    _run(tmp_path / "a", 256, 0.5)
+    _run(tmp_path / "b", 512, 0.75)
+    _script().main([str(tmp_path), "--slice", "num_facts", "--card"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("2 runs; device: Test CPU (no GPU); dates 2026-11-30 to 2026-11-30; commit abcdef1234")
+    head = out[2]
+    assert head.startswith("| method | window | weights as | task | num_facts |"), head  # sinks is equal in both: no column
+    body = [line for line in out[4:] if line.startswith("| window")]
+    assert len(body) == 6
+    assert [line.split(" | ")[4] for line in body[:3]] == ["2", "8", "16"]  # numeric, not string, order
+    assert "| 1.000 (n=1, no CI) |" in body[0]
+    assert "0.250 [0.050, 0.700] (n=4, wilson)" in body[1]
+    assert "| 3.0 (ingest) | 1.0 | 0.5 | 0.125 | 9.5 |" in body[1]
+    assert body[0].split(" | ")[1] == "256" and body[3].split(" | ")[1] == "512"
