@@ -80,3 +80,19 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path) -> None:
     rows = list(csv.DictReader((d / "sweep_summary.csv").open()))
     assert sorted((r_["method"], r_["status"]) for r_ in rows) == [("full_kv", "ok"), ("no_memory", "ok")]
     assert list(d.glob(".submitit/*/*_log.out"))
+
+
+@pytest.mark.parametrize(("settings", "tag"), [
+    ({}, ""),
+    ({"model": {"dtype": "auto", "quantization": "none"}, "method": {"kv_quantization": "none"}}, ""),
+    ({"model": {"dtype": "bfloat16", "quantization": "int8"}}, "_bf16_int8"),
+    ({"model": {"dtype": "float32"}, "method": {"kv_quantization": "int4"}}, "_kvint4"),
+    ({"model": {"dtype": "float16"}}, "_fp16"),
+])
+def test_run_folder_names_carry_precision_settings(settings, tag) -> None:
+    from omegaconf import OmegaConf
+
+    import harness.sweep  # noqa: F401  registers the resolvers
+
+    cfg = OmegaConf.create({**settings, "name": "full_kv_needle_m${setting_tag:}_abc"})
+    assert cfg.name == f"full_kv_needle_m{tag}_abc"
