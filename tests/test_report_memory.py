@@ -15,7 +15,7 @@ from harness import io
 from harness.reporting import build_report, cuts, tidy
 from harness.reporting.fmt import fmt_value
 from harness.reporting.runs import load_runs
-from test_report import _row, grid_rows, write_run
+from test_report import _row, grid_rows, site, write_run  # noqa: F401  (site: the report of this module's runs_dir)
 
 MIB = 2**20
 PARTS = ["runtime_bytes", "weights_bytes", "method_param_bytes", "state_bytes", "working_bytes", "unaccounted_bytes"]
@@ -62,13 +62,6 @@ def runs_dir(tmp_path_factory) -> Path:
     return runs
 
 
-@pytest.fixture(scope="module")
-def site(runs_dir: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("site")
-    build_report([runs_dir], out)
-    return out
-
-
 def _run_id(runs_dir: Path, folder: str) -> str:
     return next(r.id for r in load_runs([runs_dir]) if r.path.name == folder)
 
@@ -110,6 +103,8 @@ def test_stacked_bar_segments_are_the_card_fields(site: Path, runs_dir: Path) ->
         assert f'id="part--{p}--' in svg
         assert fmt_value(card[p], "B") in svg  # labelled in MiB/GiB
     assert "memory_card.svg" in (site / "methods/full_kv.html").read_text()
+    card_page = (site / "methods/full_kv.md").read_text()
+    assert "| 4.00 MiB | 1.25 MiB |" in card_page  # weights_bytes of the load phase, then the state mean, from the frame
 
 
 def test_persist_table_rows_come_from_the_card(site: Path, runs_dir: Path) -> None:

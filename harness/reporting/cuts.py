@@ -62,7 +62,7 @@ class RunStats:
         if not self.has_samples:
             return d, "no samples"
         return d, ("every answer had fewer than 2 tokens, so there are no inter-token gaps" if metric == "itl_s"
-                   else f"no sample recorded a {metric} value")
+                   else "no sample recorded a value")
 
     def stat(self, metric: str, stat: str = "mean") -> Val:
         """One aggregate of a metric over the run's samples, with the reason when it is missing."""
@@ -74,7 +74,7 @@ class RunStats:
         first = self.rows.iloc[0]
         v = first.get(f"load.{key}")
         if not _null(v):
-            return v, None
+            return (v.item() if hasattr(v, "item") else v), None  # numpy scalar -> int/float/str, formatted like the file's value
         loaded = any(not _null(first[c]) for c in self.rows.columns if c.startswith("load."))
         reason = first.get(f"load.{key}_reason")
         return None, reason if not _null(reason) else (f"{key} not recorded" if loaded else "run failed before loading finished")

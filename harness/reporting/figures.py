@@ -134,10 +134,10 @@ def vs_length(p: _Painter, key: str, title: str, metrics: list[tuple[str, str, s
     fig = MplFigure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.subplots()
     hidden, data = [], []
-    for metric, stat, ls in metrics:
-        pts = cuts.by_length(p.df, metric, stat)
-        for run in p.runs:
-            mine = pts[pts["run_id"] == run.id]
+    pts = {metric: cuts.by_length(p.df, metric, stat) for metric, stat, _ in metrics}
+    for run in p.runs:
+        for metric, stat, ls in metrics:
+            mine = pts[metric][pts[metric]["run_id"] == run.id]
             if logy and len(mine) and (mine["value"] <= 0).all():
                 hidden.append(p.labels[run.id])  # a log axis cannot show 0; say so in the caption
                 continue
@@ -149,7 +149,7 @@ def vs_length(p: _Painter, key: str, title: str, metrics: list[tuple[str, str, s
     if not data:
         return Figure(key, title, caption, missing=_reason(p, metrics[0][0], ylabel.split(" (")[0]))
     ax.set_xscale("log", base=2)
-    ticks = sorted(set(cuts.by_length(p.df, metrics[0][0], metrics[0][1])["context_length"]))
+    ticks = sorted(set(pts[metrics[0][0]]["context_length"]))
     ax.set_xticks(ticks, [f"{n:g}" for n in ticks])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     if logy:

@@ -58,8 +58,9 @@ def _unit(peak: float) -> tuple[float, str]:
 def card_bars(df: pd.DataFrame, out: Path, rel: str, key: str = "memory_card") -> Figure:
     """The stacked bars of every run in ``df`` (one method's runs), saved under ``out``."""
     title = "Bytes to load and run: the memory card"
-    caption = ("One bar per run at the phase of its required peak (required_bytes, named after the run): runtime_bytes | weights_bytes | "
-               "method_param_bytes | state_bytes | working_bytes | unaccounted_bytes, each labelled under its bar; the bar ends at required_bytes.")
+    caption = ("One bar per run (named on the left) at the phase of its required peak; segments from left to right: runtime_bytes, "
+               "weights_bytes, method_param_bytes, state_bytes, working_bytes, unaccounted_bytes, each labelled under its bar; "
+               "the bar ends at required_bytes. A negative unaccounted_bytes (parts above the peak) is labelled, not drawn.")
     data = card_parts(df)
     if data.empty:
         return Figure(key, title, caption, missing="no run of this method has a memory card (summary.json memory.required_bytes)")
