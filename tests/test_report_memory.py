@@ -104,7 +104,7 @@ def test_stacked_bar_segments_are_the_card_fields(site: Path, runs_dir: Path) ->
         assert fmt_value(card[p], "B") in svg  # labelled in MiB/GiB
     assert "memory_card.svg" in (site / "methods/full_kv.html").read_text()
     card_page = (site / "methods/full_kv.md").read_text()
-    assert "| 4.00 MiB | 1.25 MiB |" in card_page  # weights_bytes of the load phase, then the state mean, from the frame
+    assert "| 4.00 MiB | 0.625 MiB |" in card_page  # weights_bytes of the load phase, then mean(256 KiB, 1 MiB) of state
 
 
 def test_persist_table_rows_come_from_the_card(site: Path, runs_dir: Path) -> None:
