@@ -10,6 +10,7 @@ frames (one row per plotted point, named columns) that are drawn and saved as CS
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from typing import Any, Sequence
 
 import pandas as pd
@@ -79,7 +80,7 @@ class RunStats:
         reason = first.get(f"load.{key}_reason")
         return None, reason if not _null(reason) else (f"{key} not recorded" if loaded else "run failed before loading finished")
 
-    @property
+    @cached_property  # a bootstrap for continuous scores: computed once per run, read by ranking, cells and figures
     def accuracy(self) -> dict[str, Any]:
         first = scored(self.rows)
         return accuracy_interval(first["score"].tolist(), first["context_id"].tolist())

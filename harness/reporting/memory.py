@@ -66,7 +66,7 @@ def card_bars(df: pd.DataFrame, out: Path, rel: str, key: str = "memory_card") -
         return Figure(key, title, caption, missing="no run of this method has a memory card (summary.json memory.required_bytes)")
     runs = list(dict.fromkeys(data["run_id"]))
     scale, unit = _unit(float(data["required_bytes"].max()))
-    fig = MplFigure(figsize=(9.0, 0.9 + 1.0 * len(runs)), layout="constrained")
+    fig = MplFigure(figsize=(9.0, 1.4 + 1.2 * len(runs)), layout="constrained")
     ax = fig.subplots()
     for i, rid in enumerate(runs):
         g = data[data["run_id"] == rid]
@@ -76,19 +76,20 @@ def card_bars(df: pd.DataFrame, out: Path, rel: str, key: str = "memory_card") -
             labels.append(f"{SEGMENT_LABELS[seg.part]} {text}")
             if pd.isna(seg.bytes) or seg.bytes <= 0:  # a negative unaccounted (parts above the peak) cannot be stacked
                 continue
-            ax.barh(i, seg.bytes / scale, left=left, height=0.5, color=SEGMENT_COLORS[seg.part], edgecolor="white",
+            ax.barh(i, seg.bytes / scale, left=left, height=0.45, color=SEGMENT_COLORS[seg.part], edgecolor="white",
                     linewidth=0.5, gid=f"part--{seg.part}--{i}")
             left += seg.bytes / scale
         req = g["required_bytes"].iloc[0]
         ax.text(left, i, f"  required {fmt_value(int(req), 'B')} ({g['phase'].iloc[0]})", va="center", fontsize=8)
-        ax.text(0, i + 0.42, " · ".join(labels), va="center", fontsize=7, color="#333333")
+        half = len(labels) // 2  # two lines, so the labels stay inside the axes
+        ax.text(0, i + 0.26, " · ".join(labels[:half]) + "\n" + " · ".join(labels[half:]), va="top", fontsize=7, color="#333333")
     ax.set_yticks(range(len(runs)), runs, fontsize=8)
-    ax.set_ylim(len(runs) - 0.4, -0.6)
-    ax.set_xlim(0, float(data["required_bytes"].max()) / scale * 1.35)
+    ax.set_ylim(len(runs) - 0.3, -0.5)
+    ax.set_xlim(0, float(data["required_bytes"].max()) / scale * 1.4)
     ax.set_xlabel(f"bytes ({unit})")
     ax.grid(True, axis="x", alpha=0.3)
     handles = [Patch(color=SEGMENT_COLORS[p], label=SEGMENT_LABELS[p]) for p in SEGMENTS]
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+    ax.legend(handles=handles, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(SEGMENTS), frameon=False)
     return save(fig, data, out, rel, key, title, caption)
 
 
