@@ -153,11 +153,12 @@ def required_vs_accuracy(task: str, df: pd.DataFrame, colors: dict[str, str], ou
     front = pts[pts["pareto"]].sort_values("required_bytes")
     ax.step(front["required_bytes"] / scale, front["accuracy"], where="post", color="black", linewidth=1, alpha=0.6, label="Pareto front")
     ax.scatter(front["required_bytes"] / scale, front["accuracy"], s=200, facecolors="none", edgecolors="black", zorder=4)
+    ax.set_xlim(0, float(pts["required_bytes"].max()) / scale * 1.3)  # from zero, so distances read as ratios; room for labels
     ax.set_xlabel(f"required_bytes ({unit})")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.05, 1.1)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right", frameon=False)
+    ax.legend(fontsize=8, loc="lower right", bbox_to_anchor=(1.0, 1.0), borderaxespad=0, frameon=False)
     return save(fig, pts, out, rel, key, title, caption)
 
 
