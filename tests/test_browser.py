@@ -23,6 +23,7 @@ import pytest
 
 from harness.reporting import build_report
 from test_report import grid_rows, write_run
+from test_report_memory import PERSIST, add_card
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 ARTIFACTS = Path(os.environ.get("MEMHARNESS_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts")) / "browser"
@@ -94,6 +95,7 @@ def screenshot(browser: str, page: Path, name: str) -> Path:
 def site(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
     write_run(runs / "a", "full_kv", "needle", "tiny", grid_rows(lambda n, d: 1.0, lambda n: n * 1024))
+    add_card(runs / "a", 500, persist=PERSIST)  # the memory card figures and the persist / restore table
     write_run(runs / "b", "window", "needle", "tiny", grid_rows(lambda n, d: float(d == 100), lambda n: 64 * 1024))
     write_run(runs / "c", "no_memory", "needle", "tiny", grid_rows(lambda n, d: 0.0, lambda n: 0, n_tokens=1))
     out = tmp_path_factory.mktemp("site")
@@ -132,3 +134,11 @@ def test_a_missing_figure_is_caught(browser: str, site: Path, tmp_path: Path) ->
     seen = inspect(browser, copy / "tasks" / "needle.html", tmp_path)
     missing = [i["src"] for i in seen["imgs"] if not i["loaded"]]
     assert len(missing) == 1 and missing[0].endswith(victim.name), seen
+
+
+def test_memory_card_figures_load(browser: str, site: Path, tmp_path: Path) -> None:
+    """The index's required-bytes-vs-accuracy figure and the method card's stacked bars load."""
+    for page, name in (("index.html", "required_vs_accuracy.svg"), ("methods/full_kv.html", "memory_card.svg")):
+        seen = inspect(browser, site / page, tmp_path)
+        assert [i["loaded"] for i in seen["imgs"] if i["src"].endswith(name)] == [True], seen
+    screenshot(browser, site / "methods" / "full_kv.html", "method_full_kv")

@@ -1,6 +1,8 @@
 """What each page shows, as plain template contexts (the same one renders the HTML page and its
-Markdown twin). Pages: index (leaderboards), one per task (figures), one per method (report card),
-one per run (config, environment, samples, failure), and the glossary.
+Markdown twin). Pages: index (leaderboards, required bytes vs accuracy, persist / restore), one per
+task (figures), one per method (report card with the memory card bars), one per run (config,
+environment, samples, failure), and the glossary. Every number across runs comes from the tidy
+frame: ``stats`` is ``cuts.per_run`` of it.
 """
 
 from __future__ import annotations
@@ -9,10 +11,16 @@ import json
 from collections import defaultdict
 from typing import Any
 
+import pandas as pd
+
 from harness.reporting import tables
+from harness.reporting.cuts import RunStats
 from harness.reporting.figures import Figure
 from harness.reporting.fmt import Cell, Notes, truncate, unit_of
 from harness.reporting.runs import Run, slug
+
+Stats = dict[str, RunStats]
+PERSIST_COLUMNS = [("persisted_bytes", "B"), ("save_s", "s"), ("restore_s", "s"), ("ingest_s", "s")]
 
 ENV_LIBS = ["torch", "transformers", "triton", "hydra-core"]
 ENV_KEYS = ["device", "dtype", "CPU", "python", *ENV_LIBS, "git"]
@@ -33,23 +41,31 @@ def failure(run: Run) -> dict[str, Any]:
     return {"run": run, "status": run.status, "error": short}
 
 
-def leaderboard(runs: list[Run], notes: Notes) -> dict[str, Any]:
-    ok = tables.ranked([r for r in runs if r.ok])
-    return {"columns": tables.LEADERBOARD, "rows": tables.rows(ok, tables.LEADERBOARD, notes),
+def leaderboard(runs: list[Run], notes: Notes, stats: Stats) -> dict[str, Any]:
+    ok = tables.ranked([r for r in runs if r.ok], stats)
+    return {"columns": tables.LEADERBOARD, "rows": tables.rows(ok, tables.LEADERBOARD, notes, stats),
             "failed": [failure(r) for r in runs if not r.ok]}
 
 
-def index(runs: list[Run]) -> dict[str, Any]:
+def persist_table(runs: list[Run], rows: pd.DataFrame, notes: Notes) -> list[dict[str, Any]]:
+    """The persist / restore rows (memory.persist_rows of the frame) as cells, with their run."""
+    by_id = {r.id: r for r in runs}
+    return [{"run": by_id[row["run_id"]], "cells": [notes.cell(row[c], unit, f"{c} not recorded") for c, unit in PERSIST_COLUMNS]}
+            for _, row in rows.iterrows()]
+
+
+def index(runs: list[Run], stats: Stats, precision: list[Figure], persist: pd.DataFrame) -> dict[str, Any]:
     notes = Notes()
-    tasks = [{"name": t, "slug": slug(t), "board": leaderboard(rs, notes)} for t, rs in by_task(runs).items()]
+    tasks = [{"name": t, "slug": slug(t), "board": leaderboard(rs, notes, stats)} for t, rs in by_task(runs).items()]
     methods = sorted({r.method for r in runs})
     return {"title": "Leaderboards", "tasks": tasks, "methods": [(m, slug(m)) for m in methods],
-            "n_runs": len(runs), "n_failed": sum(not r.ok for r in runs), "notes": notes}
+            "n_runs": len(runs), "n_failed": sum(not r.ok for r in runs), "precision": precision,
+            "persist_columns": [c for c, _ in PERSIST_COLUMNS], "persist": persist_table(runs, persist, notes), "notes": notes}
 
 
-def task(name: str, runs: list[Run], figures: list[Figure]) -> dict[str, Any]:
+def task(name: str, runs: list[Run], figures: list[Figure], stats: Stats) -> dict[str, Any]:
     notes = Notes()
-    return {"title": f"Task: {name}", "task": name, "board": leaderboard(runs, notes), "figures": figures,
+    return {"title": f"Task: {name}", "task": name, "board": leaderboard(runs, notes, stats), "figures": figures,
             "runs": runs, "notes": notes}
 
 
@@ -75,7 +91,7 @@ def environment(run: Run, notes: Notes) -> dict[str, Cell]:
     return out
 
 
-def method(name: str, runs: list[Run]) -> dict[str, Any]:
+def method(name: str, runs: list[Run], stats: Stats, card: Figure) -> dict[str, Any]:
     notes = Notes()
     models = []
     for model in sorted({r.model for r in runs}):
@@ -88,12 +104,12 @@ def method(name: str, runs: list[Run]) -> dict[str, Any]:
             envs[tuple(e.items())]["dates"].add(str(r.env.get("date") or "n/a")[:10])
         models.append({
             "name": model,
-            "sections": [{"title": t, "columns": cols, "rows": tables.rows([r for r in mine if r.ok], cols, notes)} for t, cols in tables.CARD],
+            "sections": [{"title": t, "columns": cols, "rows": tables.rows([r for r in mine if r.ok], cols, notes, stats)} for t, cols in tables.CARD],
             "failed": [failure(r) for r in mine if not r.ok],
             "envs": [{**v, "dates": ", ".join(sorted(v["dates"]))} for v in envs.values()],
             "env_keys": ENV_KEYS,
         })
-    return {"title": f"Method: {name}", "method": name, "models": models, "notes": notes}
+    return {"title": f"Method: {name}", "method": name, "models": models, "card": card, "notes": notes}
 
 
 def _string(value: Any, limit: int) -> dict[str, Any]:
@@ -131,13 +147,13 @@ def _env_cells(run: Run, notes: Notes) -> list[tuple[str, Any]]:
     return out
 
 
-def run_page(run: Run, raw: list[str]) -> dict[str, Any]:
+def run_page(run: Run, raw: list[str], stats: Stats) -> dict[str, Any]:
     notes = Notes()  # cells are made in page order, so note numbers ascend down the page
     ctx: dict[str, Any] = {"title": f"Run: {run.method} × {run.task} on {run.model}", "run": run, "raw": raw,
                            "error": run.summary.get("error"), "columns": tables.LEADERBOARD, "stats": tables.STATS}
     ctx["wall_s"] = notes.cell(run.summary.get("wall_s"), "s", "not recorded")
-    ctx["headline"] = tables.rows([run], tables.LEADERBOARD, notes)[0]["cells"]
-    ctx["metrics"] = tables.metric_table(run, notes)
+    ctx["headline"] = tables.rows([run], tables.LEADERBOARD, notes, stats)[0]["cells"]
+    ctx["metrics"] = tables.metric_table(stats[run.id], notes)
     ctx["load"] = tables.load_table(run, notes)
     ctx["slices"] = {key: [(val, notes.accuracy(acc)) for val, acc in groups.items()]
                      for key, groups in (run.summary.get("slices") or {}).items()}

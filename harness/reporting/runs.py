@@ -1,9 +1,9 @@
 """Finding and reading run folders for the report.
 
 A run folder is any folder holding ``summary.json``: the harness writes it last, so its presence
-means the run finished (ok, failed or oom). Everything the pages show is derived here from the run
-files, so the renderer never touches the disk layout and a number is computed in one place only.
-A broken or partial folder is kept and shown as such, never skipped silently.
+means the run finished (ok, failed or oom). The renderer never touches the disk layout: runs are
+read here, turned into the tidy frame (``tidy``) and every number across runs is cut from that frame
+(``cuts``). A broken or partial folder is kept and shown as such, never skipped silently.
 """
 
 from __future__ import annotations
@@ -15,19 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.stats import describe
-
-#: where the peak device bytes come from, best first (see "peak_device_bytes" in the glossary)
-PEAK_SOURCES = [
-    ("gpu_process_peak_bytes", "GPU"),
-    ("gpu_peak_reserved_bytes", "GPU"),
-    ("gpu_peak_allocated_bytes", "GPU"),
-    ("host_peak_rss_bytes", "host RSS"),
-]
 RAW_FILES = ("summary.json", "samples.jsonl", "env.json", "config.yaml")
 MARKER = ".memharness-report"  # marks a rendered report; its copies of run files are not runs
-
-Val = tuple[Any, "str | None"]  # (value, reason when the value is None)
 
 
 class ReportError(Exception):
@@ -66,80 +55,6 @@ class Run:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-    @property
-    def accuracy(self) -> dict[str, Any]:
-        return self.summary.get("accuracy") or {"mean": None, "ci95": None, "ci95_reason": "no scored samples", "n": 0}
-
-    def stat(self, metric: str, stat: str = "mean") -> Val:
-        """One aggregate of a metric from summary.json, with the reason when it is missing."""
-        m = (self.summary.get("metrics") or {}).get(metric)
-        if m is None:
-            return None, f"{metric} not recorded in this run"
-        if not m.get("n"):
-            reason = m.get("reason") or "no samples"
-            if reason == "no samples" and self.samples:  # the summary's fallback; say why instead
-                reason = ("every answer had fewer than 2 tokens, so there are no inter-token gaps" if metric == "itl_s"
-                          else f"no sample recorded a {metric} value")
-            return None, reason
-        return m.get(stat), None
-
-    def load(self, key: str) -> Val:
-        load = self.summary.get("load") or {}
-        if load.get(key) is not None:
-            return load[key], None
-        return None, load.get(key + "_reason") or ("run failed before loading finished" if not load else f"{key} not recorded")
-
-    def peak_device(self) -> tuple[Any, str | None, str | None, str | None]:
-        """(bytes, label, source metric, reason): the run's peak over load, ingest and answer."""
-        reasons = []
-        for name, label in PEAK_SOURCES:
-            vals = [v for v in (self.stat(name, "max")[0], self.load(name)[0]) if v is not None]
-            if vals:
-                return max(vals), label, name, None
-            reasons.append(self.stat(name, "max")[1] or self.load(name)[1])
-        return None, None, None, "; ".join(sorted({r for r in reasons if r}))
-
-    def first_rep(self) -> list[dict[str, Any]]:
-        return [r for r in self.samples if r.get("rep", 0) == 0]
-
-    def slice_value(self, row: dict[str, Any], key: str) -> Any:
-        return (row.get("slices") or {}).get(key, row.get(key))
-
-    def has_slices(self, *keys: str) -> bool:
-        return bool(self.samples) and all(self.slice_value(r, k) is not None for r in self.samples for k in keys)
-
-    def by_length(self, metric: str, stat: str = "mean") -> list[tuple[float, float]]:
-        """(context_length, aggregate) pairs; accuracy uses repetition 0 like the summary does."""
-        rows = self.first_rep() if metric == "score" else self.samples
-        groups: dict[float, list[float]] = defaultdict(list)
-        for r in rows:
-            n = self.slice_value(r, "context_length")
-            v = r.get(metric)
-            if n is None or v is None:
-                continue
-            groups[float(n)].extend(v if isinstance(v, list) else [v])
-        out = []
-        for n in sorted(groups):
-            d = describe(groups[n])
-            if d.get("n"):
-                out.append((n, float(d[stat])))
-        return out
-
-    def grid(self) -> tuple[list[float], list[float], list[list[float | None]]] | None:
-        """Mean score per (depth, context_length) cell, rows = depths; None without both slices."""
-        if not self.has_slices("context_length", "depth"):
-            return None
-        cells: dict[tuple[float, float], list[float]] = defaultdict(list)
-        for r in self.first_rep():
-            cells[(float(self.slice_value(r, "depth")), float(self.slice_value(r, "context_length")))].append(float(r["score"]))
-        depths = sorted({d for d, _ in cells})
-        lengths = sorted({n for _, n in cells})
-        mat = [[(sum(cells[(d, n)]) / len(cells[(d, n)])) if cells.get((d, n)) else None for n in lengths] for d in depths]
-        return lengths, depths, mat
-
-    def itl(self) -> list[float]:
-        return [float(v) for r in self.samples for v in (r.get("itl_s") or [])]
 
 
 def discover(paths: Sequence[Path | str], exclude: Path | None = None) -> list[Path]:

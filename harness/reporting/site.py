@@ -17,7 +17,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from harness import io
-from harness.reporting import glossary, pages
+from harness.reporting import cuts, glossary, memory, pages, tidy
 from harness.reporting.colors import method_colors
 from harness.reporting.figures import task_figures
 from harness.reporting.fmt import fence, md, tidy_markdown
@@ -113,14 +113,19 @@ def build_report(paths: Sequence[Path | str], out: Path | str) -> Report:
     out = Path(out)
     runs = load_runs(paths, exclude=out)
     _prepare(out)
+    df = tidy.frame(runs, itl_gaps=True)  # every number below is cut from this one frame
+    stats = cuts.per_run(df)
     colors = method_colors(r.method for r in runs)
     w = _Writer(out, runs, colors)
     tasks = pages.by_task(runs)
-    w.page("index", "index", pages.index(runs))
+    precision = [memory.required_vs_accuracy(name, df, colors, out / "figures" / slug(name), f"figures/{slug(name)}") for name in tasks]
+    w.page("index", "index", pages.index(runs, stats, precision, memory.persist_rows(df)))
     for name, rs in tasks.items():
-        w.page(f"tasks/{slug(name)}", "task", pages.task(name, rs, task_figures(name, rs, colors, out)))
+        w.page(f"tasks/{slug(name)}", "task", pages.task(name, rs, task_figures(name, rs, df, colors, out), stats))
     for name in sorted({r.method for r in runs}):
-        w.page(f"methods/{slug(name)}", "method", pages.method(name, [r for r in runs if r.method == name]))
+        rel = f"figures/methods/{slug(name)}"
+        card = memory.card_bars(df[df["method"] == name], out / rel, rel)
+        w.page(f"methods/{slug(name)}", "method", pages.method(name, [r for r in runs if r.method == name], stats, card))
     for r in runs:
         raw = []
         for f in RAW_FILES:
@@ -128,6 +133,6 @@ def build_report(paths: Sequence[Path | str], out: Path | str) -> Report:
                 (out / "runs" / r.id).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(r.path / f, out / "runs" / r.id / f)
                 raw.append(f)
-        w.page(f"runs/{r.id}", "run", pages.run_page(r, raw))
+        w.page(f"runs/{r.id}", "run", pages.run_page(r, raw, stats))
     w.page("glossary", "glossary", {"title": "Glossary", "documents": glossary.documents(), "markdown": Markup(glossary.markdown())})
     return Report(out, runs, w.written, time.perf_counter() - t0)

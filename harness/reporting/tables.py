@@ -1,7 +1,8 @@
 """Table columns shared by the pages: which metric and statistic a column shows, and its cells.
 
 A column is a glossary term plus a statistic, so every header links to the term's definition and
-the same number is formatted the same way on every page.
+the same number is formatted the same way on every page. Cells read a run's aggregates from the
+tidy frame (``cuts.RunStats``), never from the run files directly.
 """
 
 from __future__ import annotations
@@ -9,15 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from harness.reporting import cuts
+from harness.reporting.cuts import RunStats
 from harness.reporting.fmt import Cell, Notes, raw_bytes, unit_of
 from harness.reporting.runs import Run
+from harness.summary import METRICS
 
 
 @dataclass(frozen=True)
 class Column:
     term: str  # glossary anchor (a metric or report term)
     stat: str  # shown after the term: "mean", "p50", "" ...
-    get: Callable[[Run, Notes], Cell]
+    get: Callable[[RunStats, Notes], Cell]
 
     @property
     def label(self) -> str:
@@ -25,7 +29,7 @@ class Column:
 
 
 def metric(name: str, stat: str = "mean") -> Column:
-    def get(run: Run, notes: Notes) -> Cell:
+    def get(run: RunStats, notes: Notes) -> Cell:
         v, reason = run.stat(name, stat)
         return notes.cell(v, {"cv_pct": "%", "n": ""}.get(stat, unit_of(name)), reason)
 
@@ -34,18 +38,18 @@ def metric(name: str, stat: str = "mean") -> Column:
 
 def loaded(name: str) -> Column:
     """A value of the load phase (summary.json "load"), e.g. weights_bytes or load_s."""
-    def get(run: Run, notes: Notes) -> Cell:
+    def get(run: RunStats, notes: Notes) -> Cell:
         v, reason = run.load(name)
         return notes.cell(v, unit_of(name), reason)
 
     return Column(name, "", get)
 
 
-def _accuracy(run: Run, notes: Notes) -> Cell:
+def _accuracy(run: RunStats, notes: Notes) -> Cell:
     return notes.accuracy(run.accuracy)
 
 
-def _peak(run: Run, notes: Notes) -> Cell:
+def _peak(run: RunStats, notes: Notes) -> Cell:
     v, label, source, reason = run.peak_device()
     if v is None:
         return notes.na(reason)
@@ -53,7 +57,7 @@ def _peak(run: Run, notes: Notes) -> Cell:
     return Cell(c.text, c.sort, f"{raw_bytes(v)}, {source}", None, None)
 
 
-def _state_max(run: Run, notes: Notes) -> Cell:
+def _state_max(run: RunStats, notes: Notes) -> Cell:
     v, reason = run.stat("state_bytes", "max")
     return notes.cell(v, "B", reason)
 
@@ -83,28 +87,25 @@ SAMPLE_METRICS = ["ttft_query_s", "ttft_cold_s", "e2e_s", "decode_tok_per_s", "s
 STATS = ["n", "mean", "p50", "p90", "p99", "std", "cv_pct", "min", "max"]
 
 
-def rows(runs: list[Run], columns: list[Column], notes: Notes) -> list[dict[str, Any]]:
-    """One dict per run: the run and its cells, in the order of ``columns``."""
-    return [{"run": r, "cells": [c.get(r, notes) for c in columns]} for r in runs]
+def rows(runs: list[Run], columns: list[Column], notes: Notes, stats: dict[str, RunStats]) -> list[dict[str, Any]]:
+    """One dict per run: the run and its cells, in the order of ``columns`` (``stats``: cuts.per_run of the frame)."""
+    return [{"run": r, "cells": [c.get(stats[r.id], notes) for c in columns]} for r in runs]
 
 
-def ranked(runs: list[Run]) -> list[Run]:
-    """Leaderboard order: accuracy high to low, then state bytes low to high, then name."""
-    def key(r: Run) -> tuple:
-        acc = r.accuracy.get("mean")
-        state = r.stat("state_bytes")[0]
-        return (acc is None, -(acc or 0.0), state is None, state or 0.0, r.method, r.model, r.id)
-
-    return sorted(runs, key=key)
+def ranked(runs: list[Run], stats: dict[str, RunStats]) -> list[Run]:
+    """Leaderboard order (see cuts.ranked)."""
+    by_id = {r.id: r for r in runs}
+    return [by_id[i] for i in cuts.ranked(list(by_id), stats, {r.id: (r.method, r.model) for r in runs})]
 
 
-def metric_table(run: Run, notes: Notes) -> list[dict[str, Any]]:
-    """Every aggregated metric of a run with all its statistics (the run page's main table)."""
+def metric_table(run: RunStats, notes: Notes) -> list[dict[str, Any]]:
+    """Every metric of a run (harness.summary.METRICS) with all its statistics (the run page's main table)."""
     out = []
-    for name, agg in (run.summary.get("metrics") or {}).items():
+    for name in METRICS:
+        agg, reason = run.describe(name)
         unit = unit_of(name)
-        if not agg.get("n"):
-            out.append({"name": name, "na": notes.na(agg.get("reason")), "cells": []})
+        if not agg["n"]:
+            out.append({"name": name, "na": notes.na(reason), "cells": []})
             continue
         cells = [notes.cell(agg.get(s), "" if s == "n" else ("%" if s == "cv_pct" else unit)) for s in STATS]
         out.append({"name": name, "na": None, "cells": cells})
