@@ -14,7 +14,7 @@ from harness.reporting import tidy
 from harness.reporting.runs import load_runs
 from harness.study import mechanism
 from harness.study.intervals import cluster_bootstrap, mean_interval, wilson
-from harness.study.scaling import KVLayout, loglog_slope, model_layout
+from harness.study.scaling import KVLayout, layout_from_config, loglog_slope, model_layout
 from harness.study.sections import COMMANDS
 from harness.study.site import build_study
 from tests._harness_cli import run_cli
@@ -48,11 +48,21 @@ def test_full_kv_bytes_follow_the_sliding_window_layout() -> None:
     gemma_like = KVLayout(("sliding_attention",) * 5 + ("full_attention",), 512, 1, 256, "test")
     per_token = 2 * 1 * 256 * 4  # K and V, one head of 256, fp32
     assert gemma_like.bytes(256, 4) == 6 * 256 * per_token  # below the window every layer keeps every token
-    assert gemma_like.bytes(4096, 4) == (5 * 512 + 4096) * per_token  # sliding layers capped, the global one linear
+    # sliding layers capped at window - 1 (what transformers' DynamicSlidingWindowLayer keeps), the global one linear
+    assert gemma_like.bytes(4096, 4) == (5 * 511 + 4096) * per_token
+    assert gemma_like.bytes(511, 4) == gemma_like.bytes(512, 4) - per_token  # from 511 on, only the global layer grows
     tiny, why = model_layout({"source": "tiny_random", "family": "gemma3"})
     assert why is None and tiny.sliding_window == 32 and tiny.layer_types.count("full_attention") == 2
     none, why = model_layout({"source": "no_such_source", "cache_dir": "/nonexistent"})
     assert none is None and "config not found" in why
+    mistral, _ = layout_from_config({"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "sliding_window": 8}, "t")
+    assert mistral.layer_types == ("sliding_attention",) * 2 and mistral.bytes(100, 2) == 2 * 7 * 2 * 4 * 16 * 2
+    qwen, _ = layout_from_config({"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+                                  "sliding_window": 8, "use_sliding_window": False}, "t")
+    assert qwen.sliding_window is None and qwen.bytes(100, 4) == 2 * 100 * 2 * 2 * 16 * 4
+    hybrid, why = layout_from_config({"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+                                      "layer_types": ["linear_attention", "full_attention"]}, "cfg.json")
+    assert hybrid is None and "cfg.json" in why and "linear_attention" in why
 
 
 def test_loglog_slopes() -> None:
