@@ -126,8 +126,13 @@ def test_study_smoke_runs_every_part_and_renders(tmp_path: Path) -> None:
     cost = pd.read_csv(site / "cost_scaling.csv")
     assert {"method", "context_tokens", "state_bytes", "required_bytes", "ttft_cold_s", "decode_tok_per_s"} <= set(cost.columns)
     assert set(cost["method"]) == {"full_kv", "window", "deltamem_state"}
-    pred = pd.read_csv(site / "cost_full_kv_predicted.csv")  # the tiny model's layout is known in code
-    assert (pred["state_bytes"] > 0).all() and len(pred) == 2
+    assert cost["predicted_state_bytes"].notna().tolist() == (cost["method"] == "full_kv").tolist()
+    full = cost[cost["method"] == "full_kv"]  # the tiny model's layout is known in code: the prediction is exact
+    assert (full["state_bytes"] == full["predicted_state_bytes"]).all() and (full["state_vs_predicted"] == 1).all()
+    assert cost.loc[cost["method"] != "full_kv", "predicted_state_bytes_reason"].str.contains("covers full_kv").all()
+    assert "max deviation 0.0% over 2 context lengths (within 10%)" in html
+    curve = pd.read_csv(site / "figures" / "cost" / "cost_state_bytes.csv")
+    assert (curve["variant"] == "predicted full KV").sum() > 2
     tidy_rows = pd.read_csv(site / "tidy_samples.csv")
     assert set(tidy_rows["part"]) == {"capacity", "cost", "agent"} and tidy_rows["run_id"].nunique() == 12
     # every number in a finding travels with its n
@@ -160,3 +165,36 @@ def test_capacity_numbers_are_the_runs_numbers(tmp_path: Path) -> None:
     assert finding.startswith("At N = 8 facts, the most accurate method is full_kv (1.00") and "n = 6 (3 contexts)" in finding
     md = (tmp_path / "site" / "index.md").read_text()
     assert "0.67 \\[" in md  # window at N = 2, with its interval, in the Markdown table
+
+
+def test_cost_section_checks_full_kv_against_the_config_prediction(tmp_path: Path) -> None:
+    """Known bytes in: full KV off the prediction by 0 %, 2 % and 5 % (3 lengths), δ-mem constant. The table
+    shows the ratio per length, the finding the largest deviation against the 10 % tolerance, and δ-mem slope 0."""
+    from tests.test_report import _row
+
+    layout, _ = model_layout({"source": "tiny_random", "family": "gemma3"})
+    lengths, off = (16, 64, 256), {16: 1.0, 64: 1.02, 256: 1.05}
+
+    def rows(state_of) -> list[dict]:
+        return [_row(i, {"context_length": n, "depth": 50}, 1.0, state_of(n), 4, None, "x") | {"id": f"passkey-{n}"}
+                for i, n in enumerate(lengths)]
+
+    for name, state_of in (("full_kv", lambda n: round(layout.bytes(n, 4) * off[n])), ("deltamem", lambda n: 4096)):
+        run = write_run(tmp_path / "runs" / name, name, "passkey", "tiny", rows(state_of))
+        variant = "deltamem_state" if name == "deltamem" else name
+        (run / "config.yaml").write_text(f"method:\n  name: {name}\ntask:\n  name: passkey\nstudy:\n  variant: {variant}\n"
+                                         "model:\n  name: tiny\n  source: tiny_random\n  family: gemma3\n")
+    _mechanism(tmp_path / "site")
+    study = build_study([tmp_path / "runs"], tmp_path / "site")
+    cost = next(s for s in study.sections if s.id == "cost")
+    pred = pd.read_csv(tmp_path / "site" / "cost_full_kv_predicted.csv")
+    assert pred["context_tokens"].tolist() == list(lengths)
+    assert [round(r, 4) for r in pred["state_vs_predicted"]] == [1.0, 1.02, 1.05]
+    assert pred["predicted_state_bytes"].tolist() == [layout.bytes(n, 4) for n in lengths]
+    table = next(t for t in cost.tables if t.csv == "cost_full_kv_predicted.csv")
+    assert "max deviation 5.0% over 3 context lengths (within 10%)" in table.title
+    assert [r[-1] for r in table.rows] == ["1.0000", "1.0200", "1.0500"]
+    assert "max deviation 5.0%" in cost.finding[0] and "deltamem_state 0.00 (4.0 KiB at every length, 3 context lengths)" in cost.finding[1]
+    assert any("sliding-window layers (window 32: they keep the last 31 positions)" in n for n in cost.notes)
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert "measured / predicted" in html and "max deviation 5.0% over 3 context lengths" in html

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
@@ -84,14 +85,16 @@ def model_layout(model: dict[str, Any]) -> tuple[KVLayout | None, str | None]:
         return layout_from_config(cfg, f"harness.tiny.tiny_config({model.get('family') or 'gemma3'!r})")
     if source == "hf":  # a local folder (a hub id's config would need the hub cache: not looked up)
         path = Path(str(model.get("path") or "")) / "config.json"
+        shown = f"{path.parent.name}/config.json"
     else:
         root = model.get("cache_dir") or os.environ.get("MEMHARNESS_CACHE") or str(Path.home() / ".cache" / "memharness")
         path = Path(root) / source / "config.json"
+        shown = f"<model cache>/{source}/config.json"
     if not path.is_file():
-        return None, f"model config not found at {path} (run the model once to convert it)"
+        return None, f"model config not found at {shown} (run the model once to convert it)"
     cfg = json.loads(path.read_text(encoding="utf-8"))
     cfg = cfg.get("text_config", cfg)
-    return layout_from_config(cfg, str(path))
+    return layout_from_config(cfg, shown)
 
 
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, str | None]:
@@ -103,3 +106,61 @@ def loglog_slope(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, 
         return None, "fewer than 2 context lengths with positive values"
     lx, ly = np.log([a for a, _ in pts]), np.log([b for _, b in pts])
     return float(np.polyfit(lx, ly, 1)[0]), None
+
+
+#: the method whose bytes the layout predicts: the whole context in the backbone's KV cache
+PREDICTED_METHOD = "full_kv"
+
+
+def element_bytes(dtype: Any) -> tuple[int | None, str | None]:
+    name = str(dtype).replace("torch.", "") if dtype is not None else ""
+    if name in DTYPE_BYTES:
+        return DTYPE_BYTES[name], None
+    return None, f"dtype {dtype!r} of the KV cache is not one of {', '.join(DTYPE_BYTES)}"
+
+
+def _quantized(row: Any) -> bool:
+    q = row.get("method.kv_quantization")
+    return q is not None and not (isinstance(q, float) and math.isnan(q)) and str(q) not in ("none", "None", "null", "")
+
+
+def predict_rows(d: pd.DataFrame, models: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """``d`` (tidy rows) with ``predicted_state_bytes`` (full KV from the model config at the row's
+    ``context_tokens``) and ``predicted_state_bytes_reason`` where there is no prediction."""
+    layouts = {m: model_layout(cfg) for m, cfg in models.items()}
+    pred, why = [], []
+    for _, r in d.iterrows():
+        layout, reason = layouts.get(r["model"], (None, f"no model config recorded for {r['model']}"))
+        eb, eb_why = element_bytes(r.get("dtype"))
+        if r.get("method") != PREDICTED_METHOD:
+            p, reason = None, f"the prediction covers {PREDICTED_METHOD} (the whole context in the backbone's KV cache) only"
+        elif _quantized(r):
+            p, reason = None, "quantized KV: the prediction covers the model's own dtype"
+        elif layout is None or eb is None:
+            p, reason = None, reason if layout is None else eb_why
+        elif r.get("context_tokens") is None or pd.isna(r.get("context_tokens")):
+            p, reason = None, "context_tokens not recorded"
+        else:
+            p, reason = layout.bytes(int(r["context_tokens"]), eb), None
+        pred.append(p)
+        why.append(reason)
+    return d.assign(predicted_state_bytes=pd.array(pred, dtype="Float64").astype(float), predicted_state_bytes_reason=why)
+
+
+def curve(layout: KVLayout, eb: int, lo: float, hi: float, points: int = 48) -> list[tuple[int, int]]:
+    """(tokens, predicted bytes) from ``lo`` to ``hi`` tokens, log-spaced, with the sliding layers'
+    knee (``sliding_window - 1``) included when it falls inside, for drawing the predicted line."""
+    xs = {int(round(x)) for x in np.geomspace(max(1.0, lo), max(lo, hi), points)}
+    if layout.sliding_window and lo <= layout.sliding_window - 1 <= hi:
+        xs.add(layout.sliding_window - 1)
+    return [(x, layout.bytes(x, eb)) for x in sorted(xs)]
+
+
+def layout_text(model: str, layout: KVLayout, eb: int) -> str:
+    """One sentence naming the layout the prediction uses, every number taken from the config."""
+    n_sl, n_gl = layout.layer_types.count("sliding_attention"), layout.layer_types.count("full_attention")
+    per = 2 * layout.kv_heads * layout.head_dim * eb
+    sliding = (f"{n_sl} sliding-window layers (window {layout.sliding_window}: they keep the last {layout.sliding_window - 1} "
+               f"positions) and " if n_sl else "")
+    return (f"{model}: {sliding}{n_gl} global layers (every position), {layout.kv_heads} KV head(s) × head_dim "
+            f"{layout.head_dim} × {eb} B, K and V: {per:,} B per position per layer (from {layout.source}).")
