@@ -118,3 +118,17 @@ def test_full_kv_bytes_equal_the_prediction_from_the_config(family: str) -> None
     for n in (9, 30, 31, 32, 64, 200, 700):  # T = n + 1: below, at and above the 32-token window
         for chunk in (16, 512):
             assert _full_kv(family, n, chunk).state_bytes() == layout.bytes(n + 1, 4), (family, n, chunk)
+
+
+def test_window_keeps_native_sliding_layers_to_their_window() -> None:
+    """window=64 > the tiny Gemma's 32-token sliding window: its sliding layers stay transformers' own
+    and hold 31 positions after ingest, the others 64; the state is exactly that."""
+    lm = tiny_lm("gemma3")
+    cls = METHODS.get("window")
+    m = cls(build_config(cls.Config, {"chunk_size": 48, "window": 64}, "method"), lm)
+    m.reset()
+    m.ingest(_ctx(300))
+    c = lm.model.config
+    per_position = 2 * c.num_key_value_heads * c.head_dim * 4  # K and V of one layer, fp32
+    held = [31 if t == "sliding_attention" else 64 for t in c.layer_types]
+    assert m.state_bytes() == sum(held) * per_position
