@@ -132,3 +132,33 @@ def test_window_keeps_native_sliding_layers_to_their_window() -> None:
     per_position = 2 * c.num_key_value_heads * c.head_dim * 4  # K and V of one layer, fp32
     held = [31 if t == "sliding_attention" else 64 for t in c.layer_types]
     assert m.state_bytes() == sum(held) * per_position
+
+
+def test_deltamem_paper_protocol_kv_is_the_predicted_full_kv() -> None:
+    """δ-mem's context + state protocol keeps the backbone's whole KV cache: its bytes beyond the r×r
+    states are the full-KV prediction (sliding layers at their window), whatever the chunk size."""
+    from harness.storage import storage_bytes
+    from harness.study.scaling import model_layout
+    from methods.deltamem import DeltaMem, DeltaMemConfig
+
+    layout, _ = model_layout({"source": "tiny_random", "family": "gemma3"})
+    for chunk in (24, 512):
+        m = DeltaMem(DeltaMemConfig(adapter=None, chunk_size=chunk, window=None), tiny_lm("gemma3"))
+        m.reset()
+        m.ingest(_ctx(300))
+        assert m.state_bytes() - storage_bytes(m.states()) == layout.bytes(301, 4)
+
+
+@pytest.mark.slow
+def test_full_kv_on_gemma3_270m_is_the_config_prediction(gemma) -> None:
+    """The real layout (15 sliding layers of window 512, 3 global): a 1,500-token ingest in 512-token
+    chunks (last chunk 476) holds exactly the predicted bytes, 511 positions per sliding layer."""
+    from harness.study.scaling import model_layout
+
+    cls = METHODS.get("full_kv")
+    m = cls(build_config(cls.Config, {"chunk_size": 512}, "method"), gemma)
+    m.reset()
+    m.ingest(Context(prefix_ids=[2], chunk_ids=[[(i * 7) % 2000 + 300 for i in range(1499)]], chunk_texts=[""]))
+    layout, why = model_layout({"source": "gemma3_gguf"})
+    assert why is None and layout.layer_types.count("sliding_attention") == 15
+    assert m.state_bytes() == layout.bytes(1500, 4) == (15 * 511 + 3 * 1500) * 2 * 256 * 4
