@@ -4,6 +4,7 @@ part, experiment=study_smoke, runs on the tiny model and renders with every figu
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -181,6 +182,9 @@ def test_cost_section_checks_full_kv_against_the_config_prediction(tmp_path: Pat
 
     for name, state_of in (("full_kv", lambda n: round(layout.bytes(n, 4) * off[n])), ("deltamem", lambda n: 4096)):
         run = write_run(tmp_path / "runs" / name, name, "passkey", "tiny", rows(state_of))
+        if name == "deltamem":  # the method settings the harness records (summary.json method_config)
+            summary = json.loads((run / "summary.json").read_text())
+            (run / "summary.json").write_text(json.dumps(summary | {"method_config": {"window": 256, "rank": 8}}))
         variant = "deltamem_state" if name == "deltamem" else name
         (run / "config.yaml").write_text(f"method:\n  name: {name}\ntask:\n  name: passkey\nstudy:\n  variant: {variant}\n"
                                          "model:\n  name: tiny\n  source: tiny_random\n  family: gemma3\n")
@@ -196,5 +200,6 @@ def test_cost_section_checks_full_kv_against_the_config_prediction(tmp_path: Pat
     assert [r[-1] for r in table.rows] == ["1.0000", "1.0200", "1.0500"]
     assert "max deviation 5.0%" in cost.finding[0] and "deltamem_state 0.00 (4.0 KiB at every length, 3 context lengths)" in cost.finding[1]
     assert any("sliding-window layers (window 32: they keep the last 31 positions)" in n for n in cost.notes)
+    assert "deltamem_state: state_bytes = the r × r states + the backbone's KV window (method.window = 256 tokens" in " ".join(cost.notes)
     html = (tmp_path / "site" / "index.html").read_text()
     assert "measured / predicted" in html and "max deviation 5.0% over 3 context lengths" in html

@@ -211,6 +211,11 @@ def cost(site: Path, df: pd.DataFrame, models: dict[str, dict]) -> Section:
             s_full=num(loglog_slope(pred["context_tokens"], pred["state_bytes"])[0]),
             s_pred=num(loglog_slope(pred["context_tokens"], pred["predicted_state_bytes"])[0])))
         s.notes += ["Predicted layout — " + x for x in layouts]
+    for v, g in (d[d["method"] == "deltamem"] if "method.window" in d else d.iloc[:0]).groupby("variant", sort=True):
+        w = pd.to_numeric(g["method.window"], errors="coerce").dropna()
+        s.notes.append(f"{v}: state_bytes = the r × r states + the backbone's KV " + (
+            f"window (method.window = {int(w.iloc[0])} tokens; constant once the context exceeds it)." if len(w)
+            else "of the whole context (method.window = null, the paper protocol), so it grows like full KV."))
     full = t[t["method"] == "full_kv"]
     s.notes += [f"full KV prediction unavailable ({m}, {c:.0f} tokens): {w}"
                 for m, c, w in full[full["state_vs_predicted"].isna()][["model", "context_tokens", "predicted_state_bytes_reason"]].itertuples(index=False)]
