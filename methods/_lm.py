@@ -33,6 +33,31 @@ def cache_tokens(cache: Any) -> int:
     return max(lens, default=0)
 
 
+def compact_sliding(cache: Any, slack: int = 0) -> int:
+    """Copy each sliding-window layer's kept keys/values out of a larger allocation when it holds more
+    than ``slack`` positions beyond them; returns how many layers were copied.
+
+    transformers' ``DynamicSlidingWindowLayer.update`` concatenates the held tokens with the new
+    chunk ([B, H, held + n, D]) and keeps the last ``sliding_window - 1`` positions as a *view* of
+    that result, so after a multi-token chunk the layer holds ``held + n`` positions of memory while
+    it can attend to ``sliding_window - 1``. The copy frees the rest; the values (and so every later
+    token) are unchanged. ``slack=1`` leaves a decode step's one-position surplus alone: copying the
+    window after every generated token would cost more time than the one position is worth.
+    """
+    done = 0
+    for layer in getattr(cache, "layers", []) or []:
+        if not getattr(layer, "is_sliding", False):
+            continue
+        k, v = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if not isinstance(k, torch.Tensor) or not isinstance(v, torch.Tensor) or k.numel() == 0 or k.dim() != 4:
+            continue
+        row = k[..., :1, :].numel() * k.element_size()  # bytes of one position: B * H * D * element size
+        if max(k.untyped_storage().nbytes(), v.untyped_storage().nbytes()) > (k.shape[-2] + slack) * row:
+            layer.keys, layer.values = k.clone(), v.clone()
+            done += 1
+    return done
+
+
 @torch.inference_mode()
 def forward_chunks(model: torch.nn.Module, cache: Any, ids: list[int], chunk_size: int, after_chunk=None) -> torch.Tensor | None:
     """Run ``ids`` through ``model`` in chunks of ``chunk_size``, appending to ``cache``.
@@ -87,7 +112,8 @@ class KVCacheMethod:
         return DynamicCache(config=self.lm.model.config)
 
     def _track(self, cache: Any) -> None:
-        self._peak = max(self._peak, cache_bytes(cache))
+        self._peak = max(self._peak, cache_bytes(cache))  # with the chunk just appended, before compacting
+        compact_sliding(cache, slack=1)
 
     def reset(self) -> None:
         self.cache, self._peak, self._attended = None, 0, 0
@@ -95,6 +121,7 @@ class KVCacheMethod:
     def ingest(self, context) -> None:
         self.cache = self.make_cache()
         forward_chunks(self.lm.model, self.cache, context.all_ids(), self.cfg.chunk_size, self._track)
+        compact_sliding(self.cache)  # the memory after ingest holds exactly what the layers keep
 
     def answer(self, question, max_new_tokens: int):
         if self.cache is None:

@@ -29,7 +29,7 @@ from methods._deltamem import attach, detach, get_adapter, install, queue_ids, r
 from methods._deltamem.adapter import load as load_adapter, save as save_adapter
 from methods._deltamem.attach import build
 from methods._deltamem.layer import Spec
-from methods._lm import cache_bytes, cache_tokens, forward_chunks, greedy, storage_bytes
+from methods._lm import cache_bytes, cache_tokens, compact_sliding, forward_chunks, greedy, storage_bytes
 from methods.base import Context, Method, MethodConfig, Question
 
 __all__ = ["DeltaMem", "DeltaMemConfig", "attach", "detach", "reset_state", "read_state", "queue_ids",
@@ -158,6 +158,7 @@ class DeltaMem(Method):
     def _track(self, cache: Any) -> None:
         self._peak = max(self._peak, self.state_bytes())  # before eviction: the chunk just appended is held
         self._evict(cache)
+        compact_sliding(cache, slack=1)  # native sliding layers (paper protocol): see methods._lm
 
     def _write_ids(self, context: Context) -> list[int]:
         if self.cfg.write_mode != "ssw":
@@ -188,6 +189,7 @@ class DeltaMem(Method):
             self.ad.set_default_write(True)
             self.ad.queue_ids(self._write_ids(context))
             forward_chunks(self.lm.model, self.cache, ids, self.cfg.chunk_size, self._track)
+        compact_sliding(self.cache)
 
     def answer(self, question: Question, max_new_tokens: int) -> Iterator[Any]:
         if self.cache is None:

@@ -4,6 +4,7 @@ part, experiment=study_smoke, runs on the tiny model and renders with every figu
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -14,7 +15,7 @@ from harness.reporting import tidy
 from harness.reporting.runs import load_runs
 from harness.study import mechanism
 from harness.study.intervals import cluster_bootstrap, mean_interval, wilson
-from harness.study.scaling import KVLayout, loglog_slope, model_layout
+from harness.study.scaling import KVLayout, layout_from_config, loglog_slope, model_layout
 from harness.study.sections import COMMANDS
 from harness.study.site import build_study
 from tests._harness_cli import run_cli
@@ -48,11 +49,21 @@ def test_full_kv_bytes_follow_the_sliding_window_layout() -> None:
     gemma_like = KVLayout(("sliding_attention",) * 5 + ("full_attention",), 512, 1, 256, "test")
     per_token = 2 * 1 * 256 * 4  # K and V, one head of 256, fp32
     assert gemma_like.bytes(256, 4) == 6 * 256 * per_token  # below the window every layer keeps every token
-    assert gemma_like.bytes(4096, 4) == (5 * 512 + 4096) * per_token  # sliding layers capped, the global one linear
+    # sliding layers capped at window - 1 (what transformers' DynamicSlidingWindowLayer keeps), the global one linear
+    assert gemma_like.bytes(4096, 4) == (5 * 511 + 4096) * per_token
+    assert gemma_like.bytes(511, 4) == gemma_like.bytes(512, 4) - per_token  # from 511 on, only the global layer grows
     tiny, why = model_layout({"source": "tiny_random", "family": "gemma3"})
     assert why is None and tiny.sliding_window == 32 and tiny.layer_types.count("full_attention") == 2
     none, why = model_layout({"source": "no_such_source", "cache_dir": "/nonexistent"})
     assert none is None and "config not found" in why
+    mistral, _ = layout_from_config({"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "sliding_window": 8}, "t")
+    assert mistral.layer_types == ("sliding_attention",) * 2 and mistral.bytes(100, 2) == 2 * 7 * 2 * 4 * 16 * 2
+    qwen, _ = layout_from_config({"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+                                  "sliding_window": 8, "use_sliding_window": False}, "t")
+    assert qwen.sliding_window is None and qwen.bytes(100, 4) == 2 * 100 * 2 * 2 * 16 * 4
+    hybrid, why = layout_from_config({"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+                                      "layer_types": ["linear_attention", "full_attention"]}, "cfg.json")
+    assert hybrid is None and "cfg.json" in why and "linear_attention" in why
 
 
 def test_loglog_slopes() -> None:
@@ -116,8 +127,13 @@ def test_study_smoke_runs_every_part_and_renders(tmp_path: Path) -> None:
     cost = pd.read_csv(site / "cost_scaling.csv")
     assert {"method", "context_tokens", "state_bytes", "required_bytes", "ttft_cold_s", "decode_tok_per_s"} <= set(cost.columns)
     assert set(cost["method"]) == {"full_kv", "window", "deltamem_state"}
-    pred = pd.read_csv(site / "cost_full_kv_predicted.csv")  # the tiny model's layout is known in code
-    assert (pred["state_bytes"] > 0).all() and len(pred) == 2
+    assert cost["predicted_state_bytes"].notna().tolist() == (cost["method"] == "full_kv").tolist()
+    full = cost[cost["method"] == "full_kv"]  # the tiny model's layout is known in code: the prediction is exact
+    assert (full["state_bytes"] == full["predicted_state_bytes"]).all() and (full["state_vs_predicted"] == 1).all()
+    assert cost.loc[cost["method"] != "full_kv", "predicted_state_bytes_reason"].str.contains("covers full_kv").all()
+    assert "max deviation 0.0% over 2 context lengths (within 10%)" in html
+    curve = pd.read_csv(site / "figures" / "cost" / "cost_state_bytes.csv")
+    assert (curve["variant"] == "predicted full KV").sum() > 2
     tidy_rows = pd.read_csv(site / "tidy_samples.csv")
     assert set(tidy_rows["part"]) == {"capacity", "cost", "agent"} and tidy_rows["run_id"].nunique() == 12
     # every number in a finding travels with its n
@@ -150,3 +166,40 @@ def test_capacity_numbers_are_the_runs_numbers(tmp_path: Path) -> None:
     assert finding.startswith("At N = 8 facts, the most accurate method is full_kv (1.00") and "n = 6 (3 contexts)" in finding
     md = (tmp_path / "site" / "index.md").read_text()
     assert "0.67 \\[" in md  # window at N = 2, with its interval, in the Markdown table
+
+
+def test_cost_section_checks_full_kv_against_the_config_prediction(tmp_path: Path) -> None:
+    """Known bytes in: full KV off the prediction by 0 %, 2 % and 5 % (3 lengths), δ-mem constant. The table
+    shows the ratio per length, the finding the largest deviation against the 10 % tolerance, and δ-mem slope 0."""
+    from tests.test_report import _row
+
+    layout, _ = model_layout({"source": "tiny_random", "family": "gemma3"})
+    lengths, off = (16, 64, 256), {16: 1.0, 64: 1.02, 256: 1.05}
+
+    def rows(state_of) -> list[dict]:
+        return [_row(i, {"context_length": n, "depth": 50}, 1.0, state_of(n), 4, None, "x") | {"id": f"passkey-{n}"}
+                for i, n in enumerate(lengths)]
+
+    for name, state_of in (("full_kv", lambda n: round(layout.bytes(n, 4) * off[n])), ("deltamem", lambda n: 4096)):
+        run = write_run(tmp_path / "runs" / name, name, "passkey", "tiny", rows(state_of))
+        if name == "deltamem":  # the method settings the harness records (summary.json method_config)
+            summary = json.loads((run / "summary.json").read_text())
+            (run / "summary.json").write_text(json.dumps(summary | {"method_config": {"window": 256, "rank": 8}}))
+        variant = "deltamem_state" if name == "deltamem" else name
+        (run / "config.yaml").write_text(f"method:\n  name: {name}\ntask:\n  name: passkey\nstudy:\n  variant: {variant}\n"
+                                         "model:\n  name: tiny\n  source: tiny_random\n  family: gemma3\n")
+    _mechanism(tmp_path / "site")
+    study = build_study([tmp_path / "runs"], tmp_path / "site")
+    cost = next(s for s in study.sections if s.id == "cost")
+    pred = pd.read_csv(tmp_path / "site" / "cost_full_kv_predicted.csv")
+    assert pred["context_tokens"].tolist() == list(lengths)
+    assert [round(r, 4) for r in pred["state_vs_predicted"]] == [1.0, 1.02, 1.05]
+    assert pred["predicted_state_bytes"].tolist() == [layout.bytes(n, 4) for n in lengths]
+    table = next(t for t in cost.tables if t.csv == "cost_full_kv_predicted.csv")
+    assert "max deviation 5.0% over 3 context lengths (within 10%)" in table.title
+    assert [r[-1] for r in table.rows] == ["1.0000", "1.0200", "1.0500"]
+    assert "max deviation 5.0%" in cost.finding[0] and "deltamem_state 0.00 (4.0 KiB at every length, 3 context lengths)" in cost.finding[1]
+    assert any("sliding-window layers (window 32: they keep the last 31 positions)" in n for n in cost.notes)
+    assert "deltamem_state: state_bytes = the r × r states + the backbone's KV window (method.window = 256 tokens" in " ".join(cost.notes)
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert "measured / predicted" in html and "max deviation 5.0% over 3 context lengths" in html

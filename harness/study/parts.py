@@ -10,7 +10,7 @@ import pandas as pd
 from harness import io
 from harness.study import plots
 from harness.study.mechanism import capacity_at, settings_label
-from harness.study.scaling import loglog_slope, model_layout
+from harness.study.scaling import curve, element_bytes, layout_text, loglog_slope, model_layout, predict_rows
 from harness.study.sections import (COMMANDS, Section, Table, acc_text, best_of, bytes_text, cells, facts, half_width_note, num,
                                     scored, tidy_cells, wide_table)
 
@@ -22,9 +22,11 @@ FINDING_MECHANISM = ("With r = {r}, δ-mem's update keeps at least {thr:.0%} of 
                      "much as by r. A selective gate (β near 0 on filler, near 1 on facts) is what lets it use its r × r capacity.")
 FINDING_CAPACITY = ("At N = {n} facts, the most accurate method is {best} ({best_acc}); δ-mem state-only scores {dm} "
                     "and a window of the same bytes scores {win}.")
-FINDING_COST = ("Over {lo} to {hi} context tokens, full KV's state grows with log–log slope {s_full} (predicted from the "
-                "model config: {s_pred}); at the longest context the measured bytes are {ratio} × the prediction "
-                "({verdict} 10 %). δ-mem's state has slope {s_dm}.")
+FINDING_COST = ("Over {lo} to {hi} context tokens, full KV's measured state bytes follow the backbone's KV layout predicted "
+                "from the model config: measured / predicted is {ratios}, {check}; log–log slope {s_full} measured, "
+                "{s_pred} predicted.")
+FINDING_DELTAMEM = "δ-mem's state bytes against the context, log–log slope (0 = constant): {dm}."
+TOLERANCE = 0.10  # the prediction check: |measured / predicted − 1| at every context length
 FINDING_AGENT = "On {task}, {best} scores {best_acc}; δ-mem state-only scores {dm}; no memory scores {none}."
 
 
@@ -112,18 +114,51 @@ def capacity(site: Path, df: pd.DataFrame) -> Section:
 
 
 def _cost_table(d: pd.DataFrame) -> pd.DataFrame:
-    """One row per variant × model × context length: bytes as means, TTFT as medians, n samples."""
+    """One row per variant × model × context length: bytes as means, TTFT as medians, n samples;
+    ``predicted_state_bytes`` (full KV from the model config) and the measured/predicted ratio."""
     rows = []
     for (v, model, length), g in d[d["status"] == "ok"].groupby(["variant", "model", "context_length"], sort=True):
-        req = g["required_bytes"].dropna()
-        why = g["required_bytes_reason"].dropna()
+        req, pred = g["required_bytes"].dropna(), g["predicted_state_bytes"].dropna()
+        why, pwhy = g["required_bytes_reason"].dropna(), g["predicted_state_bytes_reason"].dropna()
+        state = g["state_bytes"].mean()
         rows.append({"method": v, "model": model, "context_length": length, "context_tokens": g["context_tokens"].mean(),
-                     "state_bytes": g["state_bytes"].mean(), "required_bytes": req.mean() if len(req) else None,
+                     "state_bytes": state, "required_bytes": req.mean() if len(req) else None,
                      "required_bytes_reason": None if len(req) else (why.iloc[0] if len(why) else "not recorded"),
                      "ttft_cold_s": g["ttft_cold_s"].median(), "ttft_query_s": g["ttft_query_s"].median(),
                      "ingest_tok_per_s": g["ingest_tok_per_s"].mean(), "decode_tok_per_s": g["decode_tok_per_s"].mean(),
+                     "predicted_state_bytes": pred.mean() if len(pred) == len(g) else None,
+                     "predicted_state_bytes_reason": None if len(pred) == len(g) else (pwhy.iloc[0] if len(pwhy) else "not predicted"),
+                     "state_vs_predicted": state / pred.mean() if len(pred) == len(g) and pred.mean() > 0 else None,
                      "n": len(g), "dtype": g["dtype"].iloc[0]})
     return pd.DataFrame(rows)
+
+
+def _predicted_curves(t: pd.DataFrame, models: dict[str, dict]) -> tuple[pd.DataFrame, list[str]]:
+    """Dense predicted full-KV curves (one per model with full_kv rows) and one layout sentence each."""
+    rows, texts = [], []
+    full = t[t["predicted_state_bytes"].notna()]
+    for model, g in full.groupby("model"):
+        layout, _ = model_layout(models.get(model, {}))
+        eb, _ = element_bytes(g["dtype"].iloc[0])
+        if layout is None or eb is None:
+            continue
+        texts.append(layout_text(model, layout, eb))
+        rows += [{"model": model, "context_tokens": x, "state_bytes": y}
+                 for x, y in curve(layout, eb, t["context_tokens"].min(), t["context_tokens"].max())]
+    return pd.DataFrame(rows), texts
+
+
+def _span(lo: str, hi: str) -> str:
+    return f"{lo} at every length" if lo == hi else f"{lo} to {hi}"
+
+
+def _deltamem_slopes(t: pd.DataFrame) -> str:
+    out = []
+    for v, g in t[t["method"].str.startswith("deltamem")].groupby("method", sort=True):
+        sl, why = loglog_slope(g["context_tokens"], g["state_bytes"])
+        span = _span(bytes_text(g['state_bytes'].min()), bytes_text(g['state_bytes'].max()))
+        out.append(f"{v} {num(sl)} ({span}, {len(g)} context lengths)" if sl is not None else f"{v} n/a ({why})")
+    return "; ".join(out) if out else "n/a (δ-mem not run)"
 
 
 def cost(site: Path, df: pd.DataFrame, models: dict[str, dict]) -> Section:
@@ -133,27 +168,18 @@ def cost(site: Path, df: pd.DataFrame, models: dict[str, dict]) -> Section:
     if d.empty or (d["status"] == "ok").sum() == 0:
         return s
     s.ran = True
-    t = _cost_table(d)
+    t = _cost_table(predict_rows(d, models))
     io.write_text(site / "cost_scaling.csv", t.to_csv(index=False))
-    pred_rows, reasons = [], []
-    for model, g in t[t["method"] == "full_kv"].groupby("model"):
-        layout, why = model_layout(models.get(model, {}))
-        if layout is None:
-            reasons.append(f"{model}: {why}")
-            continue
-        eb = {"float32": 4, "float16": 2, "bfloat16": 2}.get(str(g["dtype"].iloc[0]), 4)
-        for x, y in zip(g["context_tokens"], g["state_bytes"]):
-            pb = layout.bytes(x, eb)
-            pred_rows.append({"model": model, "context_tokens": x, "state_bytes": pb, "measured_bytes": y, "ratio": y / pb, "source": layout.source})
-    pred = pd.DataFrame(pred_rows)
+    dense, layouts = _predicted_curves(t, models)
     canvas = plots.Canvas(site, "cost")
-    s.figures = [plots.lines(canvas, t.rename(columns={"method": "variant"}), "context_tokens", "state_bytes", "cost_state_bytes",
-                             "State bytes vs context", "Mean state_bytes per method (log–log); dashed = full KV predicted from the model config.",
-                             "context tokens (log scale)", "state_bytes (B, log scale)", logy=True, predicted=pred if len(pred) else None),
-                 plots.lines(canvas, t.rename(columns={"method": "variant"}), "context_tokens", "ttft_cold_s", "cost_ttft_cold",
+    by = t.rename(columns={"method": "variant"})
+    s.figures = [plots.lines(canvas, by, "context_tokens", "state_bytes", "cost_state_bytes", "State bytes vs context",
+                             "Mean state_bytes per method (log–log); dashed = full KV predicted from the model config.",
+                             "context tokens (log scale)", "state_bytes (B, log scale)", logy=True, predicted=dense if len(dense) else None),
+                 plots.lines(canvas, by, "context_tokens", "ttft_cold_s", "cost_ttft_cold",
                              "TTFT cold vs context", "p50 of ttft_cold_s (ingest + first answer token) per method, log–log.",
                              "context tokens (log scale)", "ttft_cold_s (s, log scale)", logy=True),
-                 plots.lines(canvas, t.rename(columns={"method": "variant"}), "context_tokens", "decode_tok_per_s", "cost_decode",
+                 plots.lines(canvas, by, "context_tokens", "decode_tok_per_s", "cost_decode",
                              "Decode throughput vs context", "Mean decode_tok_per_s per method.", "context tokens (log scale)",
                              "decode_tok_per_s (tok/s, log scale)", logy=True)]
     slopes = []
@@ -168,21 +194,31 @@ def cost(site: Path, df: pd.DataFrame, models: dict[str, dict]) -> Section:
     s.tables.append(Table("Measured per method × context", ["method", "context tokens", "state", "required", "TTFT cold p50", "decode tok/s", "n"],
                           [[r.method, f"{r.context_tokens:.0f}", bytes_text(r.state_bytes), bytes_text(r.required_bytes),
                             f"{r.ttft_cold_s * 1e3:.1f} ms", num(r.decode_tok_per_s, 1), str(r.n)] for r in t.itertuples()], "cost_scaling.csv"))
+    pred = t[t["state_vs_predicted"].notna()].sort_values(["model", "context_tokens"])
+    s.finding = [FINDING_DELTAMEM.format(dm=_deltamem_slopes(t))]
     if len(pred):
-        io.write_text(site / "cost_full_kv_predicted.csv", pred.to_csv(index=False))
-        s.tables.append(Table("full KV: measured vs predicted from the model config", ["model", "context tokens", "measured", "predicted", "ratio"],
-                              [[r.model, f"{r.context_tokens:.0f}", bytes_text(r.measured_bytes), bytes_text(r.state_bytes), num(r.ratio)]
-                               for r in pred.itertuples()], "cost_full_kv_predicted.csv"))
-        last = pred.sort_values("context_tokens").iloc[-1]
-        full = t[t["method"] == "full_kv"]
-        dm = t[t["method"].str.startswith("deltamem")]
-        s.finding = [FINDING_COST.format(
-            lo=f"{t['context_tokens'].min():.0f}", hi=f"{t['context_tokens'].max():.0f}",
-            s_full=num(loglog_slope(full["context_tokens"], full["state_bytes"])[0]),
-            s_pred=num(loglog_slope(pred["context_tokens"], pred["state_bytes"])[0]), ratio=num(last["ratio"]),
-            verdict="within" if abs(last["ratio"] - 1) <= 0.10 else "not within",
-            s_dm=num(loglog_slope(dm["context_tokens"], dm["state_bytes"])[0]) if len(dm) else "n/a (δ-mem not run)")]
-    s.notes += [f"full KV prediction unavailable for {r}" for r in reasons]
+        cols = ["model", "context_tokens", "state_bytes", "predicted_state_bytes", "state_vs_predicted"]
+        io.write_text(site / "cost_full_kv_predicted.csv", pred[cols].to_csv(index=False))
+        dev = (pred["state_vs_predicted"] - 1).abs()
+        check = f"max deviation {dev.max():.1%} over {len(pred)} context lengths ({'within' if dev.max() <= TOLERANCE else 'not within'} {TOLERANCE:.0%})"
+        s.tables.append(Table(f"full KV: measured vs predicted from the model config — {check}",
+                              ["model", "context tokens", "measured", "predicted", "measured / predicted"],
+                              [[r.model, f"{r.context_tokens:.0f}", bytes_text(r.state_bytes), bytes_text(r.predicted_state_bytes),
+                                f"{r.state_vs_predicted:.4f}"] for r in pred.itertuples()], "cost_full_kv_predicted.csv"))
+        s.finding.insert(0, FINDING_COST.format(
+            lo=f"{pred['context_tokens'].min():.0f}", hi=f"{pred['context_tokens'].max():.0f}", check=check,
+            ratios=_span(f"{pred['state_vs_predicted'].min():.4f}", f"{pred['state_vs_predicted'].max():.4f}"),
+            s_full=num(loglog_slope(pred["context_tokens"], pred["state_bytes"])[0]),
+            s_pred=num(loglog_slope(pred["context_tokens"], pred["predicted_state_bytes"])[0])))
+        s.notes += ["Predicted layout — " + x for x in layouts]
+    for v, g in (d[d["method"] == "deltamem"] if "method.window" in d else d.iloc[:0]).groupby("variant", sort=True):
+        w = pd.to_numeric(g["method.window"], errors="coerce").dropna()
+        s.notes.append(f"{v}: state_bytes = the r × r states + the backbone's KV " + (
+            f"window (method.window = {int(w.iloc[0])} tokens; constant once the context exceeds it)." if len(w)
+            else "of the whole context (method.window = null, the paper protocol), so it grows like full KV."))
+    full = t[t["method"] == "full_kv"]
+    s.notes += [f"full KV prediction unavailable ({m}, {c:.0f} tokens): {w}"
+                for m, c, w in full[full["state_vs_predicted"].isna()][["model", "context_tokens", "predicted_state_bytes_reason"]].itertuples(index=False)]
     s.facts = facts(d, s.command, [])
     s.facts[1] = ("interval", "none: cost cells report medians (TTFT) and means (bytes, tok/s) with n; per-sample values are in the runs")
     return s

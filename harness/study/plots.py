@@ -17,6 +17,7 @@ from harness.reporting.figures import Figure  # also sets the Agg backend and st
 from harness.study.mechanism import iter_settings, settings_label
 
 LINESTYLES = ["-", "--", ":", "-."]
+PREDICTED = "predicted full KV"  # the dashed line's name in legends and CSVs
 
 
 @dataclass
@@ -104,7 +105,8 @@ def mechanism_age(c: Canvas, ages: pd.DataFrame, n_pairs: int) -> StudyFigure:
 def lines(c: Canvas, data: pd.DataFrame, x: str, y: str, key: str, title: str, caption: str, xlabel: str, ylabel: str,
           logy: bool = False, band: bool = False, predicted: pd.DataFrame | None = None) -> StudyFigure:
     """One line per variant (report colours); x on a log2 axis; optional 95 % band and a dashed
-    predicted curve (``predicted`` with columns x, y)."""
+    predicted curve per model (``predicted`` with columns x, y, model), saved in the figure's CSV
+    as variant ``predicted full KV``."""
     colors = method_colors(data["variant"].unique())
     fig, ax = _axes()
     for v, g in data.sort_values(x).groupby("variant", sort=True):
@@ -112,9 +114,15 @@ def lines(c: Canvas, data: pd.DataFrame, x: str, y: str, key: str, title: str, c
         if band and {"ci_low", "ci_high"} <= set(g):
             ok = g["ci_low"].notna()
             ax.fill_between(g.loc[ok, x], g.loc[ok, "ci_low"], g.loc[ok, "ci_high"], color=colors[v], alpha=0.12, linewidth=0)
+    _log2_x(ax, sorted(data[x].dropna().unique()))  # ticks at the measured points only
     if predicted is not None and len(predicted):
-        ax.plot(predicted[x], predicted[y], color="black", linestyle="--", linewidth=1, label="predicted full KV")
-    _log2_x(ax, sorted(data[x].dropna().unique()))
+        predicted = predicted.assign(variant=PREDICTED)
+        if "model" not in predicted:
+            predicted["model"] = None
+        several = predicted["model"].nunique() > 1
+        for model, g in predicted.groupby("model", sort=True, dropna=False):
+            ax.plot(g[x], g[y], color="black", linestyle="--", linewidth=1, label=f"{PREDICTED} ({model})" if several else PREDICTED)
+        data = pd.concat([data, predicted], ignore_index=True)
     if logy:
         ax.set_yscale("log")
     else:

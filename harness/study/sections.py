@@ -61,7 +61,7 @@ class Section:
 def num(x: Any, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
-    return f"{x:.{digits}f}"
+    return f"{x:.{digits}f}" if round(x, digits) != 0 else f"{0:.{digits}f}"  # a fitted -1e-17 is "0.00", not "-0.00"
 
 
 def acc_text(c: dict[str, Any]) -> str:
