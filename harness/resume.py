@@ -28,7 +28,7 @@ HASH_CHARS = 10
 
 #: settings added after results existed, left out of the hash at their neutral value, so a result
 #: computed before the setting existed is still found
-NEUTRAL = {"model": {"quantization": "none"}, "run": {"persist": False}, "method": {"kv_quantization": "none", "alloc_mib": 0}}
+NEUTRAL = {"model": {"quantization": "none"}, "run": {"persist": False}, "method": {"kv_quantization": "none", "kv_group_size": 32, "kv_residual": 32, "alloc_mib": 0}}
 
 
 def hashed_view(cfg: Any) -> dict:

@@ -83,8 +83,17 @@ def _cpu_cap(tokens: int, what: str = "prompt length", *, _root_: DictConfig) ->
     return capped
 
 
+def _run_tag(*, _root_: DictConfig) -> str:
+    """Precision settings for the run folder's name, e.g. ``_wint8_kvint4`` (weights int8, KV cache
+    int4); empty at their defaults, so existing folder names do not change."""
+    tags = [("w", OmegaConf.select(_root_, "model.quantization", default="none")),
+            ("kv", OmegaConf.select(_root_, "method.kv_quantization", default="none"))]
+    return "".join(f"_{prefix}{value}" for prefix, value in tags if value not in (None, "none"))
+
+
 def register_resolvers() -> None:
-    for name, fn, cache in (("cfg_hash", lambda *, _root_: config_hash(_root_), False), ("sweep_id", _sweep_id, True), ("cpu_cap", _cpu_cap, False)):
+    for name, fn, cache in (("cfg_hash", lambda *, _root_: config_hash(_root_), False), ("sweep_id", _sweep_id, True), ("cpu_cap", _cpu_cap, False),
+                            ("run_tag", _run_tag, False)):
         if not OmegaConf.has_resolver(name):
             # sweep_id is cached: Hydra copies the sweep's resolver cache into each job's config, so every
             # job (composed from its own overrides) gets the folder computed from the sweep's command line
