@@ -45,15 +45,18 @@ class FullKV(KVCacheMethod, Method):
     name = "full_kv"
     Config = FullKVConfig
 
+    def _kv(self) -> str:
+        return getattr(self.cfg, "kv_quantization", "none")  # a subclass may bring a Config without it
+
     def make_cache(self) -> Any:
-        bits = KV_QUANTIZATIONS[self.cfg.kv_quantization]
+        bits = KV_QUANTIZATIONS[self._kv()]
         if bits is None:
             return super().make_cache()
         return quantized_cache(self.lm.model.config, bits, self.cfg.kv_group_size, self.cfg.kv_residual)
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
-        if self.cfg.kv_quantization != "none":
+        if self._kv() != "none":
             text = self.lm.model.config.get_text_config(decoder=True)
             head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
             out["kv_quantization"] = (f"{self.cfg.kv_quantization}: per-token groups of {group_for(head_dim, self.cfg.kv_group_size)} channels, "

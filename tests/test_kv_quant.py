@@ -213,6 +213,8 @@ def test_run_name_and_hash_carry_the_setting() -> None:
     assert q8_dir == f"/r/full_kv_needle_tiny_random_kvint8_{q8}" and q4_dir.endswith(f"_kvint4_{q4}")
     assert len({plain, q8, q4}) == 3
     assert run("method.kv_quantization=int8", "method.kv_residual=0")[1] != q8
+    assert run("method.kv_quantization=int8", "method.kv_group_size=64")[1] != q8
+    assert run("method.kv_residual=0")[1] == plain  # inert while the cache is not quantized
     # a result made before the settings existed (no kv_* keys) keeps its hash
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="configs", version_base="1.3"):
@@ -221,3 +223,35 @@ def test_run_name_and_hash_carry_the_setting() -> None:
     for k in ("kv_quantization", "kv_group_size", "kv_residual"):
         del old["method"][k]
     assert config_hash(OmegaConf.create(old)) == plain
+
+
+def test_precision_kv_preset_shares_its_unquantized_runs_with_precision() -> None:
+    from test_sweep_presets import _runs
+
+    from harness.launch import validate
+    from harness.resume import config_hash
+
+    def h(r) -> str:
+        from omegaconf import OmegaConf
+
+        return config_hash(OmegaConf.masked_copy(r, [k for k in r if k != "hydra"]))
+
+    runs = _runs("precision_kv")
+    got = {(r.task.name, r.model.dtype, r.method.kv_quantization) for r in runs}
+    assert len(runs) == len(got) == 2 * 2 * 3 and {r.method.name for r in runs} == {"full_kv"}
+    for r in runs:
+        validate(r)
+    unquantized = {h(r) for r in runs if r.method.kv_quantization == "none"}
+    precision = {h(r) for r in _runs("precision") if r.method.name == "full_kv" and r.model.quantization == "none"}
+    assert len(unquantized) == 4 and unquantized == precision
+
+
+@pytest.mark.parametrize("q", ["int8", "int4"])
+def test_variants_compose_to_a_quantized_full_kv(q: str) -> None:
+    from test_sweep_presets import _compose
+
+    from harness.launch import validate
+
+    cfg = _compose([f"+variant=full_kv_{q}", "model=tiny_random"])
+    assert (cfg.method.name, cfg.method.kv_quantization, cfg.study.variant) == ("full_kv", q, f"full_kv_{q}")
+    validate(cfg)
