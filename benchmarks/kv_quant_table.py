@@ -38,6 +38,20 @@ def runs_table(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def persist_table(summaries: list[dict[str, Any]]) -> str:
+    """Runs with run.persist=true: the saved memory's bytes (on disk and tensors) next to the state."""
+    out = ["| kv_quantization | accuracy after restore (n) | state_bytes | persisted tensor bytes | persisted_bytes (files) | save_s | restore_s | ingest_s |",
+           "|---|---|---|---|---|---|---|---|"]
+    for s in sorted(summaries, key=lambda s: ORDER.get(s["method_config"].get("kv_quantization", "none"), 9)):
+        p = (s["memory"].get("persist") or {})
+        if p.get("persisted_bytes") is None:
+            continue
+        tensors = sum(p["persisted_tensor_bytes"].values())
+        out.append(f"| {s['method_config'].get('kv_quantization', 'none')} | {s['accuracy']['mean']:.2f} ({s['accuracy']['n']}) | {s['memory']['state_bytes']:,} "
+                   f"| {tensors:,} | {p['persisted_bytes']:,} | {p['save_s']:.3f} | {p['restore_s']:.3f} | {p['ingest_s']:.2f} |")
+    return "\n".join(out)
+
+
 def error_table(data: dict[str, Any]) -> str:
     """Per setting: mean KL and worst |Δ logit| of the next token over the prompts, top-1 agreement, bytes."""
     by: dict[tuple, list[dict]] = defaultdict(list)
@@ -60,7 +74,11 @@ def main() -> None:
     ap.add_argument("--error", help="JSON written by benchmarks/kv_quant_error.py")
     args = ap.parse_args()
     summaries = [json.loads(p.read_text(encoding="utf-8")) for f in args.folders for p in sorted(Path(f).rglob("summary.json"))]
-    print(runs_table(summaries))
+    plain = [s for s in summaries if not s.get("run", {}).get("persist")]
+    print(runs_table(plain or summaries))
+    if len(plain) < len(summaries):
+        print("\nWith run.persist=true (the memory saved after ingest, the method reset, the memory restored, then the answer):\n")
+        print(persist_table(summaries))
     if args.error:
         data = json.loads(Path(args.error).read_text(encoding="utf-8"))
         print(f"\nNext-token error at the end of {len({r['sample'] for r in data['rows']})} passkey prompts of ~{data['length']} tokens "

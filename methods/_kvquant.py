@@ -17,6 +17,9 @@ cache append-only: old tokens are never re-quantized.
 The ``residual`` most recent tokens stay in the model's dtype (as in KIVI and transformers): the
 tokens the next queries look at most are exact, and they cost ``residual`` full-precision rows per
 layer. Tokens leaving the residual are quantized once. ``residual=0`` quantizes everything stored.
+The defaults of full_kv (groups of 32, a residual of 32) and what other choices cost and change are
+in benchmarks/results/kv_quant_cpu.md: int4 on Gemma 3 loses more with larger groups, a long fp32
+residual costs more bytes than the quantized tokens without a clear gain.
 
 What is stored (and counted in state bytes) per layer: the packed data ``[B, H, Lq, D*bits/8]``
 uint8, ``scale`` and ``zero`` ``[B, H, Lq, D/group]`` float16, and the residual ``[B, H, Lr, D]``.

@@ -215,6 +215,8 @@ def test_run_name_and_hash_carry_the_setting() -> None:
     assert run("method.kv_quantization=int8", "method.kv_residual=0")[1] != q8
     assert run("method.kv_quantization=int8", "method.kv_group_size=64")[1] != q8
     assert run("method.kv_residual=0")[1] == plain  # inert while the cache is not quantized
+    both_dir, both = run("model.quantization=int8", "method.kv_quantization=int4")
+    assert both_dir == f"/r/full_kv_needle_tiny_random_wint8_kvint4_{both}"  # weight precision is tagged too
     # a result made before the settings existed (no kv_* keys) keeps its hash
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="configs", version_base="1.3"):
@@ -255,3 +257,21 @@ def test_variants_compose_to_a_quantized_full_kv(q: str) -> None:
     cfg = _compose([f"+variant=full_kv_{q}", "model=tiny_random"])
     assert (cfg.method.name, cfg.method.kv_quantization, cfg.study.variant) == ("full_kv", q, f"full_kv_{q}")
     validate(cfg)
+
+
+def test_table_renders_the_runs_from_their_summaries(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kv_quant_table", HERE.parent / "benchmarks" / "kv_quant_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def summary(q: str, state: int, acc: float) -> dict:
+        mc = {"kv_quantization": q, "kv_group_size": 32, "kv_residual": 32}
+        mt = {"ttft_query_s": {"p50": 0.5}, "ttft_cold_s": {"p50": 7.0}, "decode_tok_per_s": {"mean": 3.0}}
+        return {"task": "passkey", "method_config": mc, "accuracy": {"mean": acc, "n": 3}, "metrics": mt,
+                "memory": {"state_bytes": state, "working_bytes": 2**20, "required_bytes": 2**30}}
+
+    lines = mod.runs_table([summary("int4", 1000, 2 / 3), summary("none", 4000, 1.0)]).splitlines()
+    assert lines[2].startswith("| none | - | - | 1.00 (3) | 4,000 |") and "| 1.000 |" in lines[2]
+    assert lines[3].startswith("| int4 | 32 | 32 | 0.67 (3) | 1,000 |") and "| 0.250 |" in lines[3]
