@@ -275,3 +275,27 @@ def test_table_renders_the_runs_from_their_summaries(tmp_path: Path) -> None:
     lines = mod.runs_table([summary("int4", 1000, 2 / 3), summary("none", 4000, 1.0)]).splitlines()
     assert lines[2].startswith("| none | - | - | 1.00 (3) | 4,000 |") and "| 1.000 |" in lines[2]
     assert lines[3].startswith("| int4 | 32 | 32 | 0.67 (3) | 1,000 |") and "| 0.250 |" in lines[3]
+
+
+@pytest.mark.slow
+def test_int8_cache_on_the_default_model_answers_like_the_full_one() -> None:
+    """Gemma 3 270M (sliding-window layers of 512): a ~700-token passkey prompt, greedy answer with
+    the int8 cache (everything quantized) equals the unquantized one, and the state is the shape count."""
+    from conftest import default_lm
+
+    lm = default_lm()
+    tok = lm.tokenizer
+    filler = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. " * 30
+    chunks = [filler[: len(filler) // 2], "The pass key is 72461. Remember it. 72461 is the pass key. ", filler[len(filler) // 2 :]]
+    ctx = Context(prefix_ids=[tok.bos_token_id], chunk_ids=[tok.encode(c, add_special_tokens=False) for c in chunks], chunk_texts=chunks)
+    q = Question(ids=tok.encode(" What is the pass key? The pass key is", add_special_tokens=False), text="")
+    assert ctx.num_tokens > 512  # past the sliding window
+    ref = _answer(_method(lm, chunk_size=256), ctx, q, 6)
+    m = _method(lm, chunk_size=256, kv_quantization="int8", kv_residual=0)
+    assert _answer(m, ctx, q, 6) == ref and "72461" in tok.decode(ref)
+    m.reset()
+    m.ingest(ctx)
+    c, n = lm.model.config, ctx.num_tokens
+    held = [min(n, c.sliding_window - 1) if k == "sliding_attention" else n for k in c.layer_types]
+    d = c.head_dim
+    assert m.state_bytes() == sum(2 * h * c.num_key_value_heads * (d + 4 * d // 32) for h in held)
