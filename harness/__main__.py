@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+from typing import Any
 
 import hydra
 
@@ -18,7 +19,8 @@ from harness.sweep import exit_code
 
 
 def precheck(argv: list[str]) -> None:
-    """Reject unknown method/task/model names before Hydra composes anything ("did you mean")."""
+    """Reject unknown method/task/model names before Hydra composes anything ("did you mean"), and
+    KV-quantization settings given to a method without them (Hydra would only say "not in struct")."""
     from methods import REGISTRY as METHODS
     from tasks import REGISTRY as TASKS
 
@@ -31,6 +33,24 @@ def precheck(argv: list[str]) -> None:
         for name in re.sub(r"^(choice|range)\((.*)\)$", r"\2", value).split(","):
             if name.strip() not in valid[group]:
                 raise ConfigError(suggest(group, name.strip(), valid[group]))
+    _precheck_kv(argv, METHODS)
+
+
+def _precheck_kv(argv: list[str], methods: Any) -> None:
+    from dataclasses import fields
+
+    from methods._kvquant import FIELDS, unsupported
+
+    chosen = [m.group(1) for a in argv if (m := re.fullmatch(r"\+?method=(.+)", a))]
+    if not chosen and any(re.match(r"\+?experiment=", a) for a in argv):
+        return  # a preset may choose the method; the run's own validation covers it
+    names = [n.strip() for c in chosen for n in re.sub(r"^(choice|range)\((.*)\)$", r"\2", c).split(",")] or ["full_kv"]
+    for arg in argv:
+        m = re.fullmatch(r"\+{0,2}method\.(\w+)=.*", arg)
+        if m and m.group(1) in FIELDS:
+            for name in names:
+                if m.group(1) not in {f.name for f in fields(methods.get(name).Config)}:
+                    raise ConfigError(unsupported(name, m.group(1)))
 
 
 app = hydra.main(version_base="1.3", config_path="pkg://configs", config_name="config")(job)

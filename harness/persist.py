@@ -69,15 +69,22 @@ _COUNTERS = ("cumulative_length", "seen", "frame")  # sliding layers count every
 
 
 def cache_parts(cache: Any) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-    """Tensors ({"<i>.keys", "<i>.values"}: [B, H, L, D] each) and per-layer metadata of a cache."""
+    """Tensors ({"<i>.keys", "<i>.values"}: [B, H, L, D] each; a quantized layer's packed data,
+    scales, zero points and residual as "<i>.<name>") and per-layer metadata of a cache."""
     tensors: dict[str, torch.Tensor] = {}
     layers: list[dict[str, Any]] = []
     for i, layer in enumerate(getattr(cache, "layers", []) if cache is not None else []):
         info: dict[str, Any] = {"kind": type(layer).__name__, "held": False}
-        k, v = getattr(layer, "keys", None), getattr(layer, "values", None)
-        if isinstance(k, torch.Tensor) and k.numel() > 0:
-            tensors[f"{i}.keys"], tensors[f"{i}.values"] = k, v
-            info["held"], info["dtype"] = True, str(k.dtype).replace("torch.", "")
+        if hasattr(layer, "stored"):  # methods._kvquant: the stored tensors as they are, never dequantized
+            stored = layer.stored()
+            tensors.update({f"{i}.{name}": t for name, t in stored.items()})
+            info.update(held=bool(stored), tensors=sorted(stored), quant={"bits": layer.bits, "group": layer.group, "residual": layer.residual},
+                        dtype=str(layer.keys.dtype).replace("torch.", "") if layer.keys is not None else None)
+        else:
+            k, v = getattr(layer, "keys", None), getattr(layer, "values", None)
+            if isinstance(k, torch.Tensor) and k.numel() > 0:
+                tensors[f"{i}.keys"], tensors[f"{i}.values"] = k, v
+                info["held"], info["dtype"] = True, str(k.dtype).replace("torch.", "")
         info.update({c: int(getattr(layer, c)) for c in _COUNTERS if hasattr(layer, c)})
         layers.append(info)
     return tensors, layers
@@ -90,7 +97,15 @@ def fill_cache(cache: Any, tensors: dict[str, torch.Tensor], layers: list[dict[s
     for i, (layer, info) in enumerate(zip(cache.layers, layers)):
         if type(layer).__name__ != info["kind"]:
             raise ValueError(f"cache layer {i}: saved as {info['kind']}, this configuration builds {type(layer).__name__}")
-        if info["held"]:
+        if hasattr(layer, "restore"):
+            saved, now = info.get("quant"), {"bits": layer.bits, "group": layer.group, "residual": layer.residual}
+            if saved != now:
+                raise ValueError(f"cache layer {i}: memory saved with KV quantization {saved}, this configuration uses {now} "
+                                 "(method.kv_quantization / kv_group_size / kv_residual must match)")
+            if info["held"]:
+                dtype = getattr(torch, info["dtype"]) if info.get("dtype") else torch.float32
+                layer.restore({n: tensors[f"{i}.{n}"] for n in info["tensors"]}, dtype, device)
+        elif info["held"]:
             k, v = tensors[f"{i}.keys"].to(device), tensors[f"{i}.values"].to(device)
             layer.lazy_initialization(k, v)
             layer.keys, layer.values = k, v

@@ -29,6 +29,9 @@ HASH_CHARS = 10
 #: settings added after results existed, left out of the hash at their neutral value, so a result
 #: computed before the setting existed is still found
 NEUTRAL = {"model": {"quantization": "none"}, "run": {"persist": False}, "method": {"kv_quantization": "none", "alloc_mib": 0}}
+#: settings that mean nothing while another one is at the given value, left out of the hash then
+#: (the KV-cache quantization's group size and residual, when the cache is not quantized)
+INERT = {"method": {"kv_group_size": ("kv_quantization", "none"), "kv_residual": ("kv_quantization", "none")}}
 
 
 def hashed_view(cfg: Any) -> dict:
@@ -41,6 +44,8 @@ def hashed_view(cfg: Any) -> dict:
         val = OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
         if key == "run" and isinstance(val, dict):
             val = {k: v for k, v in val.items() if k not in VOLATILE_RUN}
+        if isinstance(val, dict) and key in INERT:
+            val = {k: v for k, v in val.items() if not (k in INERT[key] and val.get(INERT[key][k][0], INERT[key][k][1]) == INERT[key][k][1])}
         if isinstance(val, dict) and key in NEUTRAL:
             val = {k: v for k, v in val.items() if not (k in NEUTRAL[key] and v == NEUTRAL[key][k])}
         out[str(key)] = val

@@ -90,13 +90,13 @@ _DTYPE_TAGS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 def _setting_tag(*, _root_: DictConfig) -> str:
     """The precision settings of a run as a folder-name part: "" at full precision (model.dtype auto or
     float32, no quantization), else e.g.
-    "_bf16_int8" (backbone dtype, weight quantization) or "_kvint4" (quantized KV cache), so runs
+    "_bf16_wint8" (backbone dtype, weight quantization) or "_kvint4" (quantized KV cache), so runs
     that differ only in precision are told apart by name (the hash that follows tells them apart too)."""
     dtype = str(OmegaConf.select(_root_, "model.dtype", default="auto"))
     parts = [] if dtype in ("auto", "float32") else [_DTYPE_TAGS.get(dtype, dtype)]
     quant = str(OmegaConf.select(_root_, "model.quantization", default="none"))
     kv = str(OmegaConf.select(_root_, "method.kv_quantization", default="none"))
-    parts += [quant] if quant != "none" else []
+    parts += [f"w{quant}"] if quant != "none" else []
     parts += [f"kv{kv}"] if kv != "none" else []
     return "".join(f"_{p}" for p in parts)
 

@@ -11,9 +11,13 @@ from harness.storage import flat_tensors, storage_bytes  # re-exported: methods 
 
 
 def cache_tensors(cache: Any) -> list[torch.Tensor]:
-    """All key/value tensors held by a transformers Cache (any layer type)."""
+    """All key/value tensors held by a transformers Cache (any layer type; a quantized layer's
+    packed data, scales, zero points and residual, see ``methods._kvquant``)."""
     out: list[torch.Tensor] = []
     for layer in getattr(cache, "layers", []) or []:
+        if hasattr(layer, "stored"):
+            out.extend(layer.stored().values())
+            continue
         for name in ("keys", "values"):
             t = getattr(layer, name, None)
             if isinstance(t, torch.Tensor):
@@ -29,7 +33,9 @@ def cache_tokens(cache: Any) -> int:
     """Largest number of cached positions over layers (what a query attends over, at most)."""
     if cache is None:
         return 0
-    lens = [layer.keys.shape[-2] for layer in getattr(cache, "layers", []) if getattr(layer, "keys", None) is not None and layer.keys.dim() == 4]
+    layers = getattr(cache, "layers", [])
+    lens = [layer.held() for layer in layers if hasattr(layer, "stored")]
+    lens += [layer.keys.shape[-2] for layer in layers if not hasattr(layer, "stored") and getattr(layer, "keys", None) is not None and layer.keys.dim() == 4]
     return max(lens, default=0)
 
 

@@ -85,7 +85,7 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path) -> None:
 @pytest.mark.parametrize(("settings", "tag"), [
     ({}, ""),
     ({"model": {"dtype": "auto", "quantization": "none"}, "method": {"kv_quantization": "none"}}, ""),
-    ({"model": {"dtype": "bfloat16", "quantization": "int8"}}, "_bf16_int8"),
+    ({"model": {"dtype": "bfloat16", "quantization": "int8"}}, "_bf16_wint8"),
     ({"model": {"dtype": "float32"}, "method": {"kv_quantization": "int4"}}, "_kvint4"),
     ({"model": {"dtype": "float16"}}, "_fp16"),
 ])
