@@ -2,10 +2,12 @@
 next to the memory card and speed, one row per run (× slice value).
 
     python benchmarks/results_table.py runs/precision --card > benchmarks/results/precision_runs.md
-    python benchmarks/results_table.py runs/dm_tasks --slice num_facts
+    python benchmarks/results_table.py runs/dm_tasks --slice num_facts --digits
 
 Every number comes from the runs' summary.json; the header names the device, dates and commit from
-their env.json. Columns that identify a run are the method settings that differ between the runs
+their env.json. ``--digits`` adds two diagnostics for numeric answers, computed from samples.jsonl:
+whether the first digit of the output is the answer's first digit (with its interval, clustered by
+context), and the mean fraction of the answer's digits reproduced from the start. Columns that identify a run are the method settings that differ between the runs
 found (e.g. ``window``, ``rank``, ``kv_quantization``) plus backbone dtype and weight quantization.
 """
 
@@ -13,8 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness.stats import accuracy_interval  # noqa: E402
 
 #: method settings never shown as a distinguishing column (bookkeeping or long)
 HIDDEN = {"name", "alloc_mib", "spec", "description"}
@@ -30,7 +37,9 @@ def load(roots: list[str]) -> list[dict[str, Any]]:
                 continue
             env_file = summary.parent / "env.json"
             env = json.loads(env_file.read_text()) if env_file.exists() else {}
-            runs.append({"summary": s, "env": env, "dir": summary.parent})
+            samples_file = summary.parent / "samples.jsonl"
+            samples = [json.loads(line) for line in samples_file.read_text().splitlines() if line.strip()] if samples_file.exists() else []
+            runs.append({"summary": s, "env": env, "dir": summary.parent, "samples": samples})
     if not runs:
         raise SystemExit(f"no summary.json under {', '.join(roots)}")
     return runs
@@ -62,9 +71,36 @@ def metric(s: dict[str, Any], name: str, stat: str) -> str:
     return "n/a" if v is None else f"{v:.3g}"
 
 
-def rows(runs: list[dict[str, Any]], by: str | None, card: bool) -> list[str]:
+def leading_digits(prediction: str, answer: str) -> tuple[float, float]:
+    """(first digit right 0/1, fraction of the answer's digits reproduced from the start) of the
+    output's first run of digits against a numeric answer."""
+    m = re.search(r"\d+", prediction)
+    got = m.group(0) if m else ""
+    right = next((i for i, (a, b) in enumerate(zip(got, answer)) if a != b), min(len(got), len(answer)))
+    return float(bool(got) and got[0] == answer[0]), right / len(answer)
+
+
+def digit_cells(samples: list[dict[str, Any]], by: str | None, value: str | None) -> list[str]:
+    """First-digit accuracy (interval clustered by context) and mean leading-digit fraction over the
+    run's samples (those of one slice value when ``by``), first repetition only."""
+    first, frac, ctx = [], [], []
+    for r in samples:
+        if str(r.get("rep", "0")) != "0" or (by and str((r.get("slices") or {}).get(by)) != value):
+            continue
+        f, d = leading_digits(str(r.get("prediction") or ""), str((r.get("answers") or [""])[0]))
+        first.append(f)
+        frac.append(d)
+        ctx.append(r.get("context_id") or r.get("id"))
+    if not first:
+        return ["n/a", "n/a"]
+    return [interval(accuracy_interval(first, ctx)), f"{sum(frac) / len(frac):.3f}"]
+
+
+def rows(runs: list[dict[str, Any]], by: str | None, card: bool, digits: bool = False) -> list[str]:
     keys = varying(runs)
     head = ["method", *keys, "weights as", "task", *([by] if by else []), "accuracy [95 % CI] (n, method)"]
+    if digits:
+        head += ["first digit right [95 % CI]", "leading digits right (mean fraction)"]
     if card:
         head += ["required MiB (phase)", "weights MiB", "state MiB", "TTFT query p50 s", "decode tok/s"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -82,6 +118,8 @@ def rows(runs: list[dict[str, Any]], by: str | None, card: bool) -> list[str]:
             cells = [([v], e) for v, e in sorted(level.items(), key=lambda kv: (not _num(kv[0]), float(kv[0]) if _num(kv[0]) else 0, kv[0]))]
         for vals, entry in cells:
             line = ident + vals + [interval(entry)]
+            if digits:
+                line += digit_cells(r["samples"], by, vals[0] if vals else None)
             if card:
                 m = s.get("memory") or {}
                 line += [f"{mib(m.get('required_bytes'))} ({m.get('required_phase', '?')})", mib(m.get("weights_bytes")),
@@ -113,9 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("roots", nargs="+", help="folders searched for summary.json")
     ap.add_argument("--slice", default=None, help="summary.json slice to break accuracy down by (e.g. num_facts)")
     ap.add_argument("--card", action="store_true", help="add the memory card and speed columns")
+    ap.add_argument("--digits", action="store_true", help="add first-digit and leading-digit diagnostics for numeric answers")
     a = ap.parse_args(argv)
     runs = load(a.roots)
-    print("\n".join(header(runs) + rows(runs, a.slice, a.card)))
+    print("\n".join(header(runs) + rows(runs, a.slice, a.card, a.digits)))
 
 
 if __name__ == "__main__":

@@ -51,3 +51,20 @@ def test_table_columns_slices_and_intervals(tmp_path, capsys):
     assert "0.250 [0.050, 0.700] (n=4, wilson)" in body[1]
     assert "| 3.0 (ingest) | 1.0 | 0.5 | 0.125 | 9.5 |" in body[1]
     assert body[0].split(" | ")[1] == "256" and body[3].split(" | ")[1] == "512"
+
+
+def test_digit_diagnostics(tmp_path, capsys):
+    table = _script()
+    assert table.leading_digits(" 4 4 4 3", "47743") == (1.0, 0.2)
+    assert table.leading_digits(" 47713.", "47743") == (1.0, 0.6)
+    assert table.leading_digits(" the key", "47743") == (0.0, 0.0)
+    _run(tmp_path / "a", 256, 0.5)
+    rows = [{"id": f"s{i}", "rep": 0, "slices": {"num_facts": 8}, "context_id": f"c{i // 2}", "prediction": p, "answers": ["4821"]}
+            for i, p in enumerate([" 4821", " 4 4", " 5821", " 48"])]
+    rows.append({**rows[0], "rep": 1, "prediction": " 9"})  # a repetition is not counted twice
+    (tmp_path / "a" / "samples.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    table.main([str(tmp_path), "--slice", "num_facts", "--digits"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| window") and "| 8 |" in x)
+    cells = line.strip("| ").split(" | ")
+    assert cells[-2].startswith("0.750 [") and "n=4, wilson_clustered" in cells[-2]
+    assert cells[-1] == f"{(1 + 0.25 + 0 + 0.5) / 4:.3f}"
