@@ -76,6 +76,25 @@ def test_curriculum_episodes_place_and_key_length():
         TrainConfig(stages=[{"tokenz": 8}])
 
 
+def test_answer_end_is_trained_after_the_key():
+    """Setting.end appends a terminator to the answer (scored like it; a digit-free token that the
+    per-digit count leaves out), the same episode otherwise; "\\n" typed on a command line decodes."""
+    from methods._deltamem.episodes import Setting, encode
+    from methods._deltamem.train import TrainConfig, stage_at
+
+    tok = tiny_lm("gemma3").tokenizer
+    plain, ended = Setting(tokens=32, digits=(2, 4), kind="code"), Setting(tokens=32, digits=(2, 4), kind="code", end="\n")
+    a, b = plain.episode(tok, "train", 5), ended.episode(tok, "train", 5)
+    assert (b.write, b.key, b.answer) == (a.write, a.key, a.answer + "\n")
+    ea, eb = encode(tok, a), encode(tok, b)
+    assert eb["answer"][: len(ea["answer"])] == ea["answer"] and len(eb["answer"]) > len(ea["answer"])
+    assert not any(tok.decode([t]).strip().isdigit() for t in eb["answer"][len(ea["answer"]):])
+    assert Setting(end="\\n").end == "\n" and "then '\\n'" in ended.label()
+    assert stage_at(TrainConfig(stages=[{"tokens": 8, "end": "\\n"}]), 0).end == "\n"
+    with pytest.raises(ConfigError, match="'end'"):
+        Setting(end=" END")
+
+
 def test_heldout_statistics():
     from methods._deltamem.heldout import _ratio_ci, wilson
 

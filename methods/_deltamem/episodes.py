@@ -36,6 +36,8 @@ class Setting:
         check(len(self.digits) == 2 and 1 <= self.digits[0] <= self.digits[1], "digits", "[min, max] with 1 <= min <= max", self.digits)
         check(self.place is None or 0 <= self.place <= 1, "place", "null or a number in [0, 1]", self.place)
         check(self.kind in (None, "code", "facts"), "kind", "null, code or facts", self.kind)
+        if isinstance(self.end, str) and "\\" in self.end:  # the command line cannot type a newline: decode "\n", "\t"
+            self.end = self.end.encode().decode("unicode_escape")
         check(isinstance(self.end, str) and not self.end.strip(), "end", "a string of whitespace (e.g. \"\\n\")", self.end)
 
     def episode(self, tok: Any, split: str, index: int, seed: int = 0) -> Any:
