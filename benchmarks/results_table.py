@@ -136,14 +136,14 @@ def _num(v: str) -> bool:
     return True
 
 
-def header(runs: list[dict[str, Any]]) -> list[str]:
+def header(runs: list[dict[str, Any]], script: str = "benchmarks/results_table.py") -> list[str]:
     envs = [r["env"] for r in runs]
     cpus = sorted({str(e.get("cpu")) for e in envs})
     gpus = sorted({", ".join(g.get("name", "?") for g in e.get("gpus") or []) or "no GPU" for e in envs})
     dates = sorted(str(e.get("date", "?"))[:10] for e in envs)
     shas = sorted({str(e.get("git_sha", "?"))[:10] + (" (dirty)" if e.get("git_dirty") else "") for e in envs})
     return [f"{len(runs)} runs; device: {'; '.join(cpus)} ({'; '.join(gpus)}); dates {dates[0]} to {dates[-1]}; "
-            f"commit {', '.join(shas)}. Rendered by `benchmarks/results_table.py` from the runs' summary.json.", ""]
+            f"commit {', '.join(shas)}. Rendered by `{script}` from the runs' summary.json.", ""]
 
 
 def main(argv: list[str] | None = None) -> None:
