@@ -5,24 +5,20 @@ beside it (one row per point, named columns), so every plotted number can be che
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
-from harness import io
 from harness.reporting.colors import PALETTE, method_colors
-from harness.reporting.figures import Figure  # also sets the Agg backend and stable SVG ids
+from harness.reporting.figures import Figure, save  # also sets the Agg backend and stable SVG ids
 from harness.study.mechanism import iter_settings, settings_label
 
 LINESTYLES = ["-", "--", ":", "-."]
 PREDICTED = "predicted full KV"  # the dashed line's name in legends and CSVs
 
 
-@dataclass
-class StudyFigure(Figure):
-    csv: str | None = None  # the plotted data, path relative to the site root
+StudyFigure = Figure  # a report figure: SVG, PNG and the plotted data as CSV, paths relative to the site root
 
 
 class Canvas:
@@ -33,11 +29,7 @@ class Canvas:
         self.out = site / self.rel
 
     def save(self, fig: MplFigure, data: pd.DataFrame, key: str, title: str, caption: str) -> StudyFigure:
-        self.out.mkdir(parents=True, exist_ok=True)
-        fig.savefig(self.out / f"{key}.svg", metadata={"Date": None})
-        fig.savefig(self.out / f"{key}.png", dpi=110, metadata={"Software": None})
-        io.write_text(self.out / f"{key}.csv", data.to_csv(index=False))
-        return StudyFigure(key, title, caption, f"{self.rel}/{key}.svg", f"{self.rel}/{key}.png", csv=f"{self.rel}/{key}.csv")
+        return save(fig, data, self.out, self.rel, key, title, caption)
 
 
 def _axes(w: float = 6.4, h: float = 4.0):
