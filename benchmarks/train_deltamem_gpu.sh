@@ -9,18 +9,18 @@
 # Each rank: configs/recipe/recall_gpu.yaml (bf16 autocast, 32 episodes per forward, Triton scan
 # forward/backward via kernels.deltamem, method.kernel=auto), at most 4.5 minutes of training
 # (train.max_minutes; rerunning resumes from the checkpoint), then the held-out table
-# (true / mismatched / no history at 32-192 tokens) into OUTDIR/heldout_r<rank>.json.
+# (true / mismatched / no history; one-digit keys at 48 tokens, 2-5 digit keys at 48-192 tokens) into OUTDIR/heldout_r<rank>.json.
 # The default model must be converted in the cache first (python -m harness model=gemma3_270m ... once).
 set -euo pipefail
 out=${1:-runs/train/gpu}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 extra=()
-evalsets='[{tokens:32,digits:[1,3],kind:code},{tokens:48,digits:[1,3],kind:code},{tokens:96,digits:[1,3],kind:code},{tokens:192,digits:[1,3],kind:code}]'
+evalsets='[{tokens:48,digits:[1,1],kind:code,end:"\n"},{tokens:48,digits:[2,5],kind:code,end:"\n"},{tokens:96,digits:[2,5],kind:code,end:"\n"},{tokens:192,digits:[2,5],kind:code,end:"\n"}]'
 if [ "${DRY_RUN:-0}" = 1 ]; then
   extra=(model=tiny_random model.device=cpu train.bf16=false train.steps=2 train.batch=2 train.eval_episodes=2 train.eval_every=1
          "train.stages=[{tokens:8,digits:[1,1],place:1.0,kind:code}]")
-  evalsets='[{tokens:32,digits:[1,3],kind:code}]'
+  evalsets='[{tokens:32,digits:[1,3],kind:code,end:"\n"}]'
 fi
 for r in 8 32; do
   ck="$out/r$r"
