@@ -6,21 +6,16 @@ with the δ-mem overhead in it."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
-from pathlib import Path
 
 import torch
+from _bench import script
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("deltamem_decode", ROOT / "benchmarks" / "deltamem_decode.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return script("deltamem_decode")
 
 
 def test_op_counter_skips_views_and_allocations():

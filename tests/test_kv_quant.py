@@ -262,11 +262,9 @@ def test_variants_compose_to_a_quantized_full_kv(q: str) -> None:
 
 
 def test_table_renders_the_runs_from_their_summaries(tmp_path: Path) -> None:
-    import importlib.util
+    from _bench import script
 
-    spec = importlib.util.spec_from_file_location("kv_quant_table", HERE.parent / "benchmarks" / "kv_quant_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = script("kv_quant_table")
 
     def summary(q: str, state: int, acc: float) -> dict:
         mc = {"kv_quantization": q, "kv_group_size": 32, "kv_residual": 32}

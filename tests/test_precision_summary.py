@@ -3,20 +3,15 @@ runs — checked on fake runs whose weights, peaks and accuracies are known."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _bench import script
+
 
 
 def _script():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("precision_summary", ROOT / "benchmarks" / "precision_summary.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return script("precision_summary")
 
 
 def _run(folder: Path, method: str, dtype: str, quant: str, weights: int, acc: float, ci: list[float], required: int, phase: str, tok_s: float) -> None:

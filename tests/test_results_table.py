@@ -6,18 +6,15 @@ says so instead of printing a bound."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _bench import script
+
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("results_table", ROOT / "benchmarks" / "results_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return script("results_table")
 
 
 def _run(folder: Path, window: int, acc: float) -> None:
