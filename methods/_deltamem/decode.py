@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from kernels.deltamem.reference import decode_write
+
 
 class Plan:
     """What one single-token inference forward needs, built once by the model's pre-forward hook.
@@ -28,13 +30,14 @@ class Plan:
     weights: per layer slot (w_t [d, 4·N·r], b [4·N·r], {head: (α/r)·W^Δᵀ [N·r, out]});
     zs: per slot a [B, 4·N·r] view of z [L, B, 4·N·r], where each layer leaves its projections;
     valid: [B, 1, 1] fp32 q mask (None = no padding); write: [B, 1] fp32 write mask (None = all
-    written); writes: False when nothing is written this call; ran: the layers that have read."""
+    written); writes: False when nothing is written this call; ran: the layers that have read;
+    key: (batch, device, input dtype), what every layer's state must belong to (MemoryLayer._key)."""
 
-    __slots__ = ("weights", "z", "zs", "valid", "write", "writes", "ran")
+    __slots__ = ("key", "weights", "z", "zs", "valid", "write", "writes", "ran")
 
-    def __init__(self, weights: list, z: torch.Tensor, valid: torch.Tensor | None, write: torch.Tensor | None,
+    def __init__(self, key: tuple, weights: list, z: torch.Tensor, valid: torch.Tensor | None, write: torch.Tensor | None,
                  writes: bool) -> None:
-        self.weights, self.z, self.zs = weights, z, z.unbind(0)
+        self.key, self.weights, self.z, self.zs = key, weights, z, z.unbind(0)
         self.valid, self.write, self.writes, self.ran = valid, write, writes, []
 
 
@@ -78,14 +81,12 @@ def plan(ad: Any, x: torch.Tensor, B: int) -> Plan:
     valid, write, writes = masks(ad.io, B, x.device)
     R = ad.spec.rank * ad.spec.num_states
     z = torch.empty(len(ad._slots), B, 4 * R, dtype=torch.float32, device=x.device)
-    return Plan(weights(ad), z, valid, write, writes)
+    return Plan((B, x.device, x.dtype), weights(ad), z, valid, write, writes)
 
 
 def flush(ad: Any, p: Plan) -> None:
     """Write every layer that read in this forward, all in one step; their states become views of
     one [L, B, N, r, r] tensor, which the next token reuses as is when no state was replaced."""
-    from kernels.deltamem.reference import decode_write
-
     ran = p.ran
     if not ran or not p.writes:
         return
