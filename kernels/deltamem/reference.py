@@ -99,16 +99,24 @@ def _segment(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b: torch.Tensor,
     # P = M⁻¹ Diag(β): u = P v − P (a ⊙ K s_0) per row, [B, N, G, r, C, C]
     P = torch.linalg.solve_triangular(M, torch.diag_embed(bT), upper=False, unitriangular=True)
     u0 = (P @ v.transpose(-1, -2)[..., None])[..., 0]  # [B, N, G, r, C]
-    starts, us = [], []
-    for k_c, kT_c, u0_c, P_c, a_c, e_c, gam_c in zip(
-            *(x.unbind(2) for x in (k, kT, u0, P, a, e, gam))):
-        starts.append(S)
-        Ks = S @ kT_c  # [B, N, r, C]: s_i · k_t
-        u = u0_c - (P_c @ (a_c * Ks)[..., None])[..., 0]  # [B, N, r, C]
-        us.append(u)
-        S = gam_c * S + (u * e_c) @ k_c  # [B, N, r, r]
-    S0 = torch.stack(starts, dim=2)  # [B, N, G, r, r]
-    U = torch.stack(us, dim=2)  # [B, N, G, r, C]
+    # The hand-off is affine in each state row s_i: u_i = u0_i − P_i (a_i ⊙ K s_iᵀ) gives
+    #     s_i ← s_i M_i + c_i,  M_i = Γ_i I − Kᵀ Q_iᵀ K,  Q_i = Diag(e_i) P_i Diag(a_i),  c_i = (u0_i ⊙ e_i)ᵀ K,
+    # so M and c are formed for all chunks at once and the serial loop is one batched
+    # multiply-add per chunk (it was eight operator calls: on CPU their dispatch was the cost).
+    Q = e[..., :, None] * P * a[..., None, :]  # [B, N, G, r, C, C]
+    KQK = kT[:, :, :, None] @ Q.transpose(-1, -2) @ k[:, :, :, None]  # [B, N, G, r(i), r, r]
+    Mt = gam[..., None] * torch.eye(r, dtype=cd, device=q.device) - KQK
+    c = (u0 * e) @ k  # [B, N, G, r(i), r]
+    Mt = Mt.permute(2, 0, 1, 3, 4, 5).reshape(G, B * N * r, r, r)  # chunk-major, each chunk contiguous
+    c = c.permute(2, 0, 1, 3, 4).reshape(G, B * N * r, 1, r)
+    s = S.reshape(B * N * r, 1, r)  # one row per (b, n, i)
+    starts = []
+    for Mt_c, c_c in zip(Mt.unbind(0), c.unbind(0)):
+        starts.append(s)
+        s = torch.baddbmm(c_c, s, Mt_c)
+    S = s.view(B, N, r, r)
+    S0 = torch.stack(starts).view(G, B, N, r, r).permute(1, 2, 0, 3, 4)  # [B, N, G, r, r]: each chunk's start
+    U = u0 - (P @ (a * (S0 @ kT))[..., None])[..., 0]  # [B, N, G, r, C]
     QK = (q @ kT)[:, :, :, None] * D  # [B, N, G, r, C, C], strictly lower: read before write
     reads = a * (S0 @ q.transpose(-1, -2)) + (QK @ U[..., None])[..., 0]  # [B, N, G, r, C]
     return reads.transpose(-1, -2), S
@@ -130,8 +138,8 @@ def chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tenso
     pad = nc * C - T
 
     def prep(x: torch.Tensor) -> torch.Tensor:
-        # zero padding = (q, k, v, β) = 0: λ = 1, no write, reads discarded
-        x = torch.nn.functional.pad(x.to(cd), (0, 0, 0, 0, 0, pad))  # [B, nc*C, N, r]
+        # zero padding = (q, k, v, β) = 0: λ = 1, no write, reads discarded (no copy when T fills the chunks)
+        x = torch.nn.functional.pad(x.to(cd), (0, 0, 0, 0, 0, pad)) if pad else x.to(cd)  # [B, nc*C, N, r]
         return x.reshape(B, nc, C, N, r).permute(0, 3, 1, 2, 4)  # [B, N, nc, C, r]
 
     qc, kc, vc, bc = (prep(x) for x in (q, k, v, beta))
