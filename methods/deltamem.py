@@ -222,7 +222,9 @@ class DeltaMem(Method):
         keys = {k: [l._key[0], str(l._key[2]).replace("torch.", "")] for k, l in layers.items()}
         kv, kv_layers = _persist.cache_parts(self.cache)
         meta = {"method": self.name, "layers": kv_layers, "state_keys": keys, "granularity": self.ad.granularity}
-        return _persist.write(folder, {"state": {k: l.state for k, l in layers.items()}, "window_kv": kv}, meta)
+        # after decode steps the states are views of one stacked tensor (methods/_deltamem/decode.py);
+        # safetensors refuses tensors that share memory, so each is saved as its own copy
+        return _persist.write(folder, {"state": {k: l.state.clone() for k, l in layers.items()}, "window_kv": kv}, meta)
 
     def load_memory(self, folder) -> None:
         import torch

@@ -147,6 +147,55 @@ def test_multi_token_forward_does_not_sync(monkeypatch):
                 assert torch.allclose(r, ref, atol=1e-6) and torch.allclose(layer.state, s_ref, atol=1e-6)
 
 
+def test_batched_decode_writes_match_the_per_layer_step(attached):
+    """Inference decode (every layer reads, then all layers are written at once after the forward)
+    gives the logits and states of the differentiable per-layer step, token after token; a held
+    sequence (padding) keeps its state bit for bit, and a forward that raises writes nothing."""
+    from methods._deltamem.attach import get_adapter
+
+    torch.manual_seed(0)
+    m = tiny_lm("qwen3").model
+    ad = attached(m, num_states=2)
+    with torch.no_grad():
+        for p in ad.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    x = _ids(6, seed=4, batch=2)
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[1, 4] = 0  # sequence 1 has a pad at token 4: neither read nor written there
+    runs = {}
+    for mode in ("inference", "grad"):
+        reset_state(m)
+        logits, states = [], []
+        with torch.inference_mode(mode == "inference"), torch.set_grad_enabled(mode == "grad"):
+            for t in range(6):
+                logits.append(m(input_ids=x[:, t:t + 1], attention_mask=mask[:, : t + 1]).logits.detach())
+                states.append({i: s.detach().clone() for i, s in read_state(m).items()})
+        runs[mode] = logits, states
+    assert ad._state_stack is None  # the grad run took the per-layer path and replaced the states
+    for (lg, sg), (lw, sw) in zip(zip(*runs["inference"]), zip(*runs["grad"])):
+        assert torch.allclose(lg, lw, atol=1e-5)
+        for i in sg:
+            assert torch.allclose(sg[i], sw[i], rtol=1e-5, atol=1e-5)  # same math, sums in another order
+    li, si = runs["inference"]
+    assert all(torch.equal(si[4][i][1], si[3][i][1]) for i in si[4])  # pad: held bit for bit
+    assert not all(torch.equal(si[4][i][0], si[3][i][0]) for i in si[4])
+    # the inference run's states are views of one stacked tensor; a failed forward leaves them as they were
+    with torch.inference_mode():
+        reset_state(m)
+        m(input_ids=x[:, :1])
+        m(input_ids=x[:, 1:2])
+        assert get_adapter(m)._state_stack is not None
+        before = {i: s.clone() for i, s in read_state(m).items()}
+        layer = ad.layers["1"]
+        layer.decode, calls = (lambda *a: (_ for _ in ()).throw(RuntimeError("boom"))), layer.decode
+        try:
+            with pytest.raises(RuntimeError, match="boom"):
+                m(input_ids=x[:, 2:3])
+        finally:
+            del layer.decode
+        assert all(torch.equal(s, before[i]) for i, s in read_state(m).items())
+
+
 @torch.no_grad()
 def test_padding_neither_reads_nor_writes(attached):
     m = tiny_lm("llama").model

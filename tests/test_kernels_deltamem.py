@@ -250,12 +250,11 @@ def test_decode_step_equals_fused_step(N: int) -> None:
     fused step: same reads and state to rounding, a held row bit for bit, a padded read exactly 0."""
     B, r, d = 3, 8, 40
     x, w, bias, s0 = make_fused(B, N, r, d, seed=3)
-    w_t, b = reference.decode_weights(w, bias, N, r)
+    w_t, b = reference.decode_weights(w, bias)
     assert w_t.shape == (d, 4 * N * r) and torch.equal(b[3 * N * r:], bias) and not b[: 3 * N * r].any()
     write = torch.tensor([True, False, True])
     valid = torch.tensor([True, True, False])
-    qk_mask = torch.stack([valid, torch.ones_like(valid)], 1).float().view(B, 1, 2, 1)
-    for masks in [(None, None, None, None), (write, valid, write.float().view(B, 1), qk_mask)]:
+    for masks in [(None, None, None, None), (write, valid, write.float().view(B, 1), valid.float().view(B, 1, 1))]:
         want = dm.fused_step(x, w, bias, s0, masks[0], masks[1], impl="reference")
         got = reference.decode_step(x, w_t, b, s0, masks[2], masks[3])
         assert got[0].shape == (B, N, r) and got[1].shape == (B, N, r, r)

@@ -99,16 +99,24 @@ def _segment(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b: torch.Tensor,
     # P = M⁻¹ Diag(β): u = P v − P (a ⊙ K s_0) per row, [B, N, G, r, C, C]
     P = torch.linalg.solve_triangular(M, torch.diag_embed(bT), upper=False, unitriangular=True)
     u0 = (P @ v.transpose(-1, -2)[..., None])[..., 0]  # [B, N, G, r, C]
-    starts, us = [], []
-    for k_c, kT_c, u0_c, P_c, a_c, e_c, gam_c in zip(
-            *(x.unbind(2) for x in (k, kT, u0, P, a, e, gam))):
-        starts.append(S)
-        Ks = S @ kT_c  # [B, N, r, C]: s_i · k_t
-        u = u0_c - (P_c @ (a_c * Ks)[..., None])[..., 0]  # [B, N, r, C]
-        us.append(u)
-        S = gam_c * S + (u * e_c) @ k_c  # [B, N, r, r]
-    S0 = torch.stack(starts, dim=2)  # [B, N, G, r, r]
-    U = torch.stack(us, dim=2)  # [B, N, G, r, C]
+    # The hand-off is affine in each state row s_i: u_i = u0_i − P_i (a_i ⊙ K s_iᵀ) gives
+    #     s_i ← s_i M_i + c_i,  M_i = Γ_i I − Kᵀ Q_iᵀ K,  Q_i = Diag(e_i) P_i Diag(a_i),  c_i = (u0_i ⊙ e_i)ᵀ K,
+    # so M and c are formed for all chunks at once and the serial loop is one batched
+    # multiply-add per chunk (it was eight operator calls: on CPU their dispatch was the cost).
+    Q = e[..., :, None] * P * a[..., None, :]  # [B, N, G, r, C, C]
+    KQK = kT[:, :, :, None] @ Q.transpose(-1, -2) @ k[:, :, :, None]  # [B, N, G, r(i), r, r]
+    Mt = gam[..., None] * torch.eye(r, dtype=cd, device=q.device) - KQK
+    c = (u0 * e) @ k  # [B, N, G, r(i), r]
+    Mt = Mt.permute(2, 0, 1, 3, 4, 5).reshape(G, B * N * r, r, r)  # chunk-major, each chunk contiguous
+    c = c.permute(2, 0, 1, 3, 4).reshape(G, B * N * r, 1, r)
+    s = S.reshape(B * N * r, 1, r)  # one row per (b, n, i)
+    starts = []
+    for Mt_c, c_c in zip(Mt.unbind(0), c.unbind(0)):
+        starts.append(s)
+        s = torch.baddbmm(c_c, s, Mt_c)
+    S = s.view(B, N, r, r)
+    S0 = torch.stack(starts).view(G, B, N, r, r).permute(1, 2, 0, 3, 4)  # [B, N, G, r, r]: each chunk's start
+    U = u0 - (P @ (a * (S0 @ kT))[..., None])[..., 0]  # [B, N, G, r, C]
     QK = (q @ kT)[:, :, :, None] * D  # [B, N, G, r, C, C], strictly lower: read before write
     reads = a * (S0 @ q.transpose(-1, -2)) + (QK @ U[..., None])[..., 0]  # [B, N, G, r, C]
     return reads.transpose(-1, -2), S
@@ -130,8 +138,8 @@ def chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tenso
     pad = nc * C - T
 
     def prep(x: torch.Tensor) -> torch.Tensor:
-        # zero padding = (q, k, v, β) = 0: λ = 1, no write, reads discarded
-        x = torch.nn.functional.pad(x.to(cd), (0, 0, 0, 0, 0, pad))  # [B, nc*C, N, r]
+        # zero padding = (q, k, v, β) = 0: λ = 1, no write, reads discarded (no copy when T fills the chunks)
+        x = torch.nn.functional.pad(x.to(cd), (0, 0, 0, 0, 0, pad)) if pad else x.to(cd)  # [B, nc*C, N, r]
         return x.reshape(B, nc, C, N, r).permute(0, 3, 1, 2, 4)  # [B, N, nc, C, r]
 
     qc, kc, vc, bc = (prep(x) for x in (q, k, v, beta))
@@ -173,46 +181,60 @@ def fused_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, state:
     return read.to(cd), S, corr
 
 
+def decode_weights(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The operands of `decode_step` / `decode_read` from `fused_step`'s; built once per weight
+    change, not per token: weight [4·N·r, d] (blocks q, k, v, β) -> w_t [d, 4·N·r] contiguous,
+    so the projection is one addmm with no transpose; bias [N·r] -> b [4·N·r], zero but for the
+    β block, so that addmm adds β's bias too."""
+    return weight.t().contiguous(), torch.cat([bias.new_zeros(3 * bias.shape[0]), bias])
 
-def decode_weights(weight: torch.Tensor, bias: torch.Tensor, N: int, r: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The operands of `decode_step` from `fused_step`'s; built once per weight change, not per token.
 
-    weight [4·N·r, d] (blocks q, k, v, β) -> w_t [d, 4·N·r] with the columns reordered so that state
-    head n owns its q then its k side by side (q_0 k_0 q_1 k_1 … | v | β): the read and S·k then come
-    out of one batched matmul. bias [N·r] -> b [4·N·r], zero but for the β block, so the
-    projection's addmm adds it."""
-    R = N * r
-    wq, wk, wv, wb = weight.split(R)
-    qk = torch.stack([wq.unflatten(0, (N, r)), wk.unflatten(0, (N, r))], dim=1).flatten(0, 2)  # [2·N·r, d]
-    return torch.cat([qk, wv, wb]).t().contiguous(), torch.cat([bias.new_zeros(3 * R), bias])
+def decode_read(z: torch.Tensor, state: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """The read half of a decode step: z [B, 4·N·r] = x w_t + b (the raw projections, blocks
+    q, k, v, β); state [B, N, r, r] fp32; valid [B, 1, 1] fp32 0/1 (padding reads zero) or None
+    = all valid. Returns S_{t-1} q_t as [B·N, r, 1] (view it as [B, N, r]); nothing is written.
+
+    Why the step is split: the read is needed inside the layer (it feeds the q/o corrections),
+    the write only by the next token. A caller that runs many layers can therefore read per
+    layer and write all layers at once afterwards (`decode_write` takes stacked layers)."""
+    B, N, r = state.shape[0], state.shape[1], state.shape[2]
+    t = torch.tanh(z[:, : N * r]).reshape(B, N, r)
+    # F.normalize(t, dim=-1, eps=1e-6) without its Python layers: the same three kernels
+    q = t / torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(1e-6)
+    if valid is not None:
+        q = q * valid
+    return torch.bmm(state.reshape(B * N, r, r), q.reshape(B * N, r, 1))
+
+
+def decode_write(z: torch.Tensor, state: torch.Tensor, write: torch.Tensor | None = None) -> torch.Tensor:
+    """The write half of a decode step, for any number of stacked layers: z [..., B, 4·N·r] as in
+    `decode_read`; state [..., B, N, r, r] fp32, not modified; write [B, 1] fp32 0/1 (0 holds that
+    sequence's state exactly: β = 0, λ = 1) or None = all written. Returns the new state, shaped
+    like ``state``: S ← Diag(1 − β) S + Diag(β)(v − S k) kᵀ with k = L2norm(tanh(·)), β = sigmoid(·)."""
+    N, r = state.shape[-3], state.shape[-1]
+    R, M = N * r, state.numel() // (r * r)  # M = every (…, b, n) state head
+    t = torch.tanh(z[..., R: 2 * R]).reshape(M, 1, r)
+    k = t / torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(1e-6)  # [M, 1, r]
+    beta = torch.sigmoid(z[..., 3 * R:])  # [..., B, N·r], β's bias is in z
+    if write is not None:
+        beta = beta * write
+    beta = beta.reshape(M, r, 1)
+    S = state.reshape(M, r, r)
+    u = beta * (z[..., 2 * R: 3 * R].reshape(M, r, 1) - torch.bmm(S, k.transpose(1, 2)))  # β (v − S k), [M, r, 1]
+    return torch.addcmul(S * (1 - beta), u, k).view(state.shape)
 
 
 def decode_step(x: torch.Tensor, w_t: torch.Tensor, b: torch.Tensor, state: torch.Tensor,
-                write: torch.Tensor | None = None, qk_mask: torch.Tensor | None = None,
+                write: torch.Tensor | None = None, valid: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`fused_step` without corrections, for inference only: 12 operator calls instead of ~20.
+    """`fused_step` without corrections, for inference only: `decode_read` then `decode_write`.
 
     Why a second form: on CPU a decode token is, per layer, a few kernels on tensors of a few
     dozen numbers, so its time is per-call dispatch and Python, not arithmetic. Same math as
     `fused_step` up to the rounding of reordered sums: one addmm for the four projections and β's
-    bias, one tanh and one normalisation for q and k together, one batched matmul for S q and S k,
-    one addcmul for the write. x [B, d] fp32; w_t, b from `decode_weights`; state [B, N, r, r]
-    fp32, contiguous, not modified; write [B, 1] fp32 0/1 (0 holds the state exactly) or None =
-    all written; qk_mask [B, 1, 2, 1] fp32 = (valid, 1) per sequence (padding reads zero) or None
-    = all valid. Returns read [B, N, r] (a view) and the new state [B, N, r, r], fp32."""
-    B, N, r = state.shape[0], state.shape[1], state.shape[2]
-    R = N * r
-    z = torch.addmm(b, x, w_t)  # [B, 4·N·r]: q_0 k_0 … | v | β (bias added)
-    t = torch.tanh(z.narrow(1, 0, 2 * R)).view(B, N, 2, r)
-    # F.normalize(t, dim=-1, eps=1e-6) without its Python layers: the same three kernels
-    qk = t / torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(1e-6)
-    if qk_mask is not None:
-        qk = qk * qk_mask
-    beta = torch.sigmoid(z.narrow(1, 3 * R, R))  # [B, N·r]
-    if write is not None:
-        beta = beta * write
-    SqSk = torch.bmm(qk.view(B * N, 2, r), state.reshape(B * N, r, r).transpose(1, 2))  # [B·N, 2, r]: (S q)ᵀ, (S k)ᵀ
-    read, sk = SqSk.view(B, N, 2, r).unbind(2)  # [B, N, r] each
-    u = beta.view(B, N, r) * (z.narrow(1, 2 * R, R).view(B, N, r) - sk)  # β (v − S k)
-    S = torch.addcmul(state * (1 - beta).view(B, N, r, 1), u.view(B, N, r, 1), qk.narrow(2, 1, 1))
-    return read, S
+    bias, one batched matmul each for S q and S k, one addcmul for the write. x [B, d] fp32;
+    w_t, b from `decode_weights`; state [B, N, r, r] fp32, not modified; write [B, 1] and valid
+    [B, 1, 1] fp32 0/1 masks as in `decode_write` / `decode_read`. Returns read [B, N, r] and
+    the new state [B, N, r, r], fp32."""
+    z = torch.addmm(b, x, w_t)  # [B, 4·N·r]
+    return decode_read(z, state, valid).view(state.shape[:3]), decode_write(z, state, write)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from harness.registry import ConfigError
+from methods._deltamem import decode as _decode
 from methods._deltamem.layer import Io, MemoryLayer, Recording, Spec
 
 SUPPORTED = ("Gemma3Attention", "Qwen3Attention", "LlamaAttention")
@@ -49,6 +50,21 @@ class Adapter(nn.Module):
         self._handles: list[Any] = []
         self._attns: list[nn.Module] = []
         self.info: dict[str, Any] = {}  # provenance: where the weights came from
+        # one-token inference forwards on the PyTorch path (decode.py): layers in forward order, their
+        # decode operands, and the states of the last batched write ([L, B, N, r, r] and its views)
+        self._slots: list[MemoryLayer] = []
+        self._decode_cache: tuple | None = None
+        self._state_stack: torch.Tensor | None = None
+        self._state_views: tuple | None = None
+
+    # Rewritten per token: skip nn.Module.__setattr__'s parameter/buffer bookkeeping for these.
+    _PLAIN = frozenset({"_decode_cache", "_state_stack", "_state_views"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in Adapter._PLAIN:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     @property
     def impl(self) -> str:
@@ -83,6 +99,7 @@ class Adapter(nn.Module):
     def reset(self) -> None:
         """Zero every layer's state and drop queued ids and overrides."""
         self._queue, self.granularity = None, None
+        self.io.plan, self._state_stack, self._state_views = None, None, None
         for layer in self.layers.values():
             layer.reset()
 
@@ -125,9 +142,14 @@ class Adapter(nn.Module):
 
         self.io.granularity = self.granularity
         self.io.step_masks = self.io.decode_masks = None
+        # a plan left by a forward that raised is dropped: its layers' states stay as they were
+        self.io.plan = _decode.plan(self, x, B) if _decode.applies(self, x, T) else None
 
     def _post_forward(self, *a: Any) -> None:
+        if self.io.plan is not None:
+            _decode.flush(self, self.io.plan)
         self.io.valid, self.io.ids, self.io.writes, self.io.step_masks, self.io.decode_masks = None, None, None, None, None
+        self.io.plan = None
         for layer in self.layers.values():
             layer._reads, layer._corr, layer._dts = None, None, None
 
@@ -172,11 +194,15 @@ def install(model: nn.Module, ad: Adapter) -> None:
     """(Re-)install the hooks of an existing Adapter; its state is kept (the inverse of ``detach``)."""
     if _ATTR in model.__dict__:
         raise ValueError("δ-mem is already attached to this model; detach(model) first")
-    for attn in ad._attns:
-        layer = ad.layers[str(attn.layer_idx)]
+    io = ad.io
+    ad._slots = [ad.layers[str(attn.layer_idx)] for attn in ad._attns]
+    for i, (attn, layer) in enumerate(zip(ad._attns, ad._slots)):
+        layer._slot = i
 
         def q_hook(mod, args, out, layer=layer):
-            layer._reads = layer.read_write(args[0], ad.io)  # [B, T, N*r]
+            if io.plan is not None:  # one-token inference forward on the PyTorch path (decode.py)
+                return layer.decode(args[0], out, io.plan)
+            layer._reads = layer.read_write(args[0], io)  # [B, T, N*r]
             return layer.correction("q", out) if "q" in layer.delta else out
 
         ad._handles.append(attn.q_proj.register_forward_hook(q_hook))

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels.deltamem.reference import decode_read as _decode_read
+
 GRANULARITIES = ("token", "message")
 HEADS = ("q", "k", "v", "o")
 
@@ -61,7 +63,8 @@ class Io:
     # token is written, False = none is, None = only the ids tensor tells (masked per token)
     writes: bool | None = None
     step_masks: tuple | None = None  # (write [B], valid [B] | None) of a 1-token call, built once for all layers
-    decode_masks: tuple | None = None  # (write [B, 1] | None, qk [B, 1, 2, 1] | None) fp32, ditto, for decode_step
+    decode_masks: tuple | None = None  # decode.masks(): (valid [B, 1, 1] | None, write [B, 1] | None, writes), ditto
+    plan: Any = None  # decode.Plan of a 1-token inference forward on the PyTorch path: layers read, the adapter writes
 
 
 @dataclass
@@ -123,6 +126,7 @@ class MemoryLayer(nn.Module):
         self._cache: dict[str, tuple] = {}  # derived weights: name -> (key of their sources, value)
         self._corr: dict[str, torch.Tensor] | None = None  # head -> [B, 1, out] corrections of a decode step
         self._dts: dict[str, torch.Tensor] | None = None  # head -> (α/r)·W^Δᵀ [N·r, out] while an inference forward runs
+        self._slot = 0  # this layer's index among the adapter's layers (decode.Plan's per-layer entries)
 
     # Plain attributes rewritten on every forward; nn.Module.__setattr__ (parameter/buffer/module
     # bookkeeping, ~1.5 µs) is skipped for them, which is measurable at 18 layers × 4 per token.
@@ -211,26 +215,31 @@ class MemoryLayer(nn.Module):
 
         def build() -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
             dw, rows = self.correction_weight()
-            w_t, b = decode_weights(self.stacked_weight(), self.beta_bias.detach(), self.spec.num_states, self.spec.rank)
+            w_t, b = decode_weights(self.stacked_weight(), self.beta_bias.detach())
             return w_t, b, {h: dw[sl].t().contiguous() for h, sl in rows.items()}
 
         return self._derived("inference", self._sources(), build)
 
-    def _decode_masks(self, io: Io, B: int, device: torch.device) -> tuple:
-        """fp32 multipliers of one 1-token call, built by the first layer for all of them."""
-        if io.decode_masks is None:
-            valid = io.valid[:, 0] if io.valid is not None else None
-            if io.writes is True:
-                write = valid  # padding is never written
-            elif io.writes is False or io.ids is None:
-                write = torch.zeros(B, dtype=torch.bool, device=device)
-            else:
-                write = io.ids[:, 0] >= 0 if valid is None else (io.ids[:, 0] >= 0) & valid
-            qk = None
-            if valid is not None:  # q is zeroed on padding, k is kept
-                qk = torch.stack([valid, torch.ones_like(valid)], 1).float().view(B, 1, 2, 1)
-            io.decode_masks = (None if write is None else write.float().view(B, 1), qk)
-        return io.decode_masks
+    def decode(self, x: torch.Tensor, out: torch.Tensor, plan: Any) -> torch.Tensor:
+        """The q_proj hook of a one-token inference forward on the PyTorch path (``decode.Plan``):
+        x [B, 1, d] the attention input, out [B, 1, q_out] q_proj's output. Reads the state and
+        leaves the projections in the plan; the adapter writes every layer after the forward.
+        Returns out with the q correction (out itself when q is not corrected)."""
+        # every call costs here (18 layers per token, each with cold caches): no imports, no checks
+        # beyond the state's key, the corrections inline
+        S = self.state if self._key == plan.key else self._state_for(x)
+        B, slot = plan.key[0], self._slot
+        w_t, b, dts = plan.weights[slot]
+        h = x.reshape(B, -1) if x.dtype == torch.float32 else x.reshape(B, -1).float()
+        reads = _decode_read(torch.addmm(b, h, w_t, out=plan.zs[slot]), S, plan.valid).view(B, 1, self.width)
+        self._reads, self._corr, self._dts = reads, None, dts
+        plan.ran.append(self)
+        dq = dts.get("q")
+        if dq is None:
+            return out
+        if out.dtype == torch.float32:
+            return torch.addmm(out.reshape(B, -1), reads.view(B, -1), dq).view(out.shape)
+        return out + (reads @ dq).to(out.dtype)
 
     def read_write(self, x: torch.Tensor, io: Io) -> torch.Tensor:
         """x: [B, T, d] (the attention input). Returns reads [B, T, N*r] fp32 and advances the state."""
@@ -244,10 +253,17 @@ class MemoryLayer(nn.Module):
             # inference decode on the PyTorch path (CPU): the same step in fewer operator calls, with
             # operands prepared once per weight change and masks once per forward; the corrections
             # are one addmm per head in `correction`
+            from methods._deltamem.decode import masks
+
             w_t, b, self._dts = self.inference_weights()
             self._corr = None
-            write, qk = io.decode_masks or self._decode_masks(io, B, x.device)
-            reads, self.state = K.reference.decode_step(x.reshape(B, -1).float(), w_t, b, S, write, qk)
+            if io.decode_masks is None:
+                io.decode_masks = masks(io, B, x.device)
+            valid, write, writes = io.decode_masks
+            z = torch.addmm(b, x.reshape(B, -1).float(), w_t)  # [B, 4·N·r]
+            reads = K.reference.decode_read(z, S, valid)
+            if writes:
+                self.state = K.reference.decode_write(z, S, write)
             return reads.reshape(B, 1, self.width)
         if T == 1 and token and io.record is None:
             # decode: projection, gates, read and write in one fused step (one kernel launch on GPU),
