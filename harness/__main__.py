@@ -39,7 +39,7 @@ def precheck(argv: list[str]) -> None:
 def _precheck_kv(argv: list[str], methods: Any) -> None:
     from dataclasses import fields
 
-    from methods._kvquant import FIELDS, unsupported
+    from methods.base import KV_FIELDS, kv_unsupported
 
     chosen = [m.group(1) for a in argv if (m := re.fullmatch(r"\+?method=(.+)", a))]
     if not chosen and any(re.match(r"\+?experiment=", a) for a in argv):
@@ -47,10 +47,10 @@ def _precheck_kv(argv: list[str], methods: Any) -> None:
     names = [n.strip() for c in chosen for n in re.sub(r"^(choice|range)\((.*)\)$", r"\2", c).split(",")] or ["full_kv"]
     for arg in argv:
         m = re.fullmatch(r"\+{0,2}method\.(\w+)=.*", arg)
-        if m and m.group(1) in FIELDS:
+        if m and m.group(1) in KV_FIELDS:
             for name in names:
                 if m.group(1) not in {f.name for f in fields(methods.get(name).Config)}:
-                    raise ConfigError(unsupported(name, m.group(1)))
+                    raise ConfigError(kv_unsupported(name, m.group(1)))
 
 
 app = hydra.main(version_base="1.3", config_path="pkg://configs", config_name="config")(job)

@@ -40,12 +40,12 @@ def build(cfg: DictConfig) -> tuple[ModelConfig, Any, Any, dict]:
     method_cls = METHODS.get(method_vals.pop("name"))
     task_cls = TASKS.get(task_vals.pop("name"))
     model_cfg = build_config(ModelConfig, _plain(cfg.model), "model")
-    from methods._kvquant import FIELDS as KV_FIELDS, unsupported
+    from methods.base import KV_FIELDS, kv_unsupported
 
     own = {f.name for f in fields(method_cls.Config)}
     stray = [k for k in KV_FIELDS if k in method_vals and k not in own]
     if stray:
-        raise ConfigError(unsupported(method_cls.name, stray[0]))
+        raise ConfigError(kv_unsupported(method_cls.name, stray[0]))
     method_cfg = build_config(method_cls.Config, method_vals, "method")
     task_cfg = build_config(task_cls.Config, task_vals, "task")
     run = asdict(build_config(RunConfig, _plain(cfg.get("run")), "run"))  # timeout_s is enforced by harness.launch

@@ -37,15 +37,6 @@ from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 KV_QUANTIZATIONS = {"none": None, "int8": 8, "int4": 4}
 PARAM_DTYPE = torch.float16  # scale and zero point
 PARTS = ("data", "scale", "zero")
-FIELDS = ("kv_quantization", "kv_group_size", "kv_residual")  # the method settings of a quantized KV cache
-
-
-def unsupported(method: str, field: str) -> str:
-    """The error for a KV-quantization setting given to a method that has none."""
-    return (f"invalid setting 'method.{field}' for method '{method}': KV-cache quantization is an option of "
-            f"method=full_kv only (e.g. method=full_kv method.kv_quantization=int8)")
-
-
 def group_for(head_dim: int, group: int) -> int:
     """The group size used for vectors of ``head_dim`` channels (``group`` clipped to ``head_dim``)."""
     g = min(group, head_dim)

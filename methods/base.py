@@ -170,3 +170,13 @@ class Method(ABC):
         with ``Config`` (the dataclass of the ``train`` config group) and
         ``run(lm, method_cfg, train_cfg, command) -> dict``."""
         return None
+
+
+#: the method settings of a quantized KV cache (methods/_kvquant.py); only full_kv has them
+KV_FIELDS = ("kv_quantization", "kv_group_size", "kv_residual")
+
+
+def kv_unsupported(method: str, field: str) -> str:
+    """The error for a KV-quantization setting given to a method that has none."""
+    return (f"invalid setting 'method.{field}' for method '{method}': KV-cache quantization is an option of "
+            f"method=full_kv only (e.g. method=full_kv method.kv_quantization=int8)")
