@@ -8,7 +8,8 @@ Every number comes from the runs' summary.json; the header names the device, dat
 their env.json. ``--digits`` adds two diagnostics for numeric answers, computed from samples.jsonl:
 whether the first digit of the output is the answer's first digit (with its interval, clustered by
 context), and the mean fraction of the answer's digits reproduced from the start. Columns that identify a run are the method settings that differ between the runs
-found (e.g. ``window``, ``rank``, ``kv_quantization``) plus backbone dtype and weight quantization.
+found (e.g. ``window``, ``rank``, ``kv_quantization``), the task settings that differ (e.g.
+``context_length``), and the backbone dtype and weight quantization.
 """
 
 from __future__ import annotations
@@ -45,14 +46,20 @@ def load(roots: list[str]) -> list[dict[str, Any]]:
     return runs
 
 
-def varying(runs: list[dict[str, Any]]) -> list[str]:
-    """Method-config keys whose values differ between runs of the same method."""
+def varying(runs: list[dict[str, Any]], part: str = "method") -> list[str]:
+    """Keys of ``<part>_config`` (method or task) whose scalar values differ between runs of the same
+    method (task)."""
     keys: dict[str, set[str]] = {}
     for r in runs:
-        for k, v in (r["summary"].get("method_config") or {}).items():
+        for k, v in (r["summary"].get(f"{part}_config") or {}).items():
             if k not in HIDDEN and not isinstance(v, (dict, list)):
-                keys.setdefault(f"{r['summary']['method']}.{k}", set()).add(json.dumps(v))
+                keys.setdefault(f"{r['summary'][part]}.{k}", set()).add(json.dumps(v))
     return sorted({k.split(".", 1)[1] for k, vals in keys.items() if len(vals) > 1})
+
+
+def value(s: dict[str, Any], part: str, key: str) -> str:
+    v = (s.get(f"{part}_config") or {}).get(key, "")
+    return str(v)
 
 
 def interval(entry: dict[str, Any]) -> str:
@@ -97,21 +104,22 @@ def digit_cells(samples: list[dict[str, Any]], by: str | None, value: str | None
 
 
 def rows(runs: list[dict[str, Any]], by: str | None, card: bool, digits: bool = False) -> list[str]:
-    keys = varying(runs)
-    head = ["method", *keys, "weights as", "task", *([by] if by else []), "accuracy [95 % CI] (n, method)"]
+    keys, tkeys = varying(runs), [k for k in varying(runs, "task") if k != by]
+    head = ["method", *keys, "weights as", "task", *tkeys, *([by] if by else []), "accuracy [95 % CI] (n, method)"]
     if digits:
         head += ["first digit right [95 % CI]", "leading digits right (mean fraction)"]
     if card:
         head += ["required MiB (phase)", "weights MiB", "state MiB", "TTFT query p50 s", "decode tok/s"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ordered = sorted(runs, key=lambda r: (r["summary"]["task"], r["summary"]["method"],
-                                          [json.dumps((r["summary"].get("method_config") or {}).get(k)) for k in keys],
+                                          [_order((r["summary"].get("method_config") or {}).get(k)) for k in keys],
+                                          [_order((r["summary"].get("task_config") or {}).get(k)) for k in tkeys],
                                           str(r["summary"]["load"].get("dtype")), str(r["summary"]["load"].get("quantization"))))
     for r in ordered:
         s = r["summary"]
         mc = s.get("method_config") or {}
         ident = [s["method"], *(str(mc.get(k, "")) for k in keys),
-                 f"{s['load'].get('dtype')} {s['load'].get('quantization', 'none')}", s["task"]]
+                 f"{s['load'].get('dtype')} {s['load'].get('quantization', 'none')}", s["task"], *(value(s, "task", k) for k in tkeys)]
         cells: list[tuple[list[str], dict[str, Any]]] = [([], s["accuracy"])]
         if by:
             level = (s.get("slices") or {}).get(by) or {}
@@ -126,6 +134,12 @@ def rows(runs: list[dict[str, Any]], by: str | None, card: bool, digits: bool = 
                          mib(m.get("state_bytes")), metric(s, "ttft_query_s", "p50"), metric(s, "decode_tok_per_s", "mean")]
             out.append("| " + " | ".join(line) + " |")
     return out
+
+
+def _order(v: Any) -> tuple[bool, float, str]:
+    """Sort key: numbers by value, before anything else (by its JSON text)."""
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    return (not number, float(v) if number else 0.0, "" if number else json.dumps(v))
 
 
 def _num(v: str) -> bool:

@@ -65,3 +65,15 @@ def test_digit_diagnostics(tmp_path, capsys):
     cells = line.strip("| ").split(" | ")
     assert cells[-2].startswith("0.750 [") and "n=4, wilson_clustered" in cells[-2]
     assert cells[-1] == f"{(1 + 0.25 + 0 + 0.5) / 4:.3f}"
+
+
+def test_task_settings_that_differ_become_columns(tmp_path, capsys):
+    for name, length in (("a", 512), ("b", 1024)):
+        _run(tmp_path / name, 256, 0.5)
+        s = json.loads((tmp_path / name / "summary.json").read_text())
+        s["task_config"] = {"context_length": length, "num_queries": 2}
+        (tmp_path / name / "summary.json").write_text(json.dumps(s))
+    _script().main([str(tmp_path)])
+    out = capsys.readouterr().out.splitlines()
+    assert out[2] == "| method | weights as | task | context_length | accuracy [95 % CI] (n, method) |"
+    assert [line.split(" | ")[3] for line in out[4:6]] == ["512", "1024"]
