@@ -92,7 +92,7 @@ def render(roots: list[str]) -> list[str]:
     out.append("")
 
     # 3. KV-cache quantization
-    kvs = sorted({k[3] for k in by if k[0] == "full_kv"})
+    kvs = sorted({k[3] for k in by if k[0] == "full_kv"}, key=lambda q: (q != "none", q[::-1]))  # none, int8, int4
     if len(kvs) > 1:
         out += ["## KV-cache quantization (full_kv)", "",
                 "| precision | KV cache | " + " | ".join(f"{t} accuracy" for t in tasks) + " | state max MiB | vs unquantized | decode tok/s |",
@@ -144,6 +144,13 @@ def findings(by: dict, methods: list[str], tasks: list[str], settings: list[str]
         lines.append(f"- **Accuracy**: of {total} method × task × precision cells compared with {ref}, "
                      + (f"{len(changed)} differ beyond overlapping 95 % intervals: {'; '.join(changed)}." if changed else
                         "none differs beyond overlapping 95 % intervals (n per cell is small: see the table)."))
+    for q in sorted({k[3] for k in by} - {"none"}):
+        pairs = [(by[("full_kv", t, ref, "none")], by[("full_kv", t, ref, q)]) for t in tasks
+                 if ("full_kv", t, ref, "none") in by and ("full_kv", t, ref, q) in by]
+        if pairs:
+            lines.append(f"- **KV cache {q}** (full_kv, {ref}): state {state_max(pairs[0][1]) / state_max(pairs[0][0]):.3f}× the unquantized "
+                         "cache (packed values, scales, zero points and the full-precision residual counted); accuracy "
+                         + "; ".join(f"{b['task']} {a['accuracy']['mean']:.2f} → {b['accuracy']['mean']:.2f} (n={b['accuracy']['n']})" for a, b in pairs) + ".")
     if ref in speed and speed[ref] == speed[ref]:
         lines.append("- **Decode speed** (median tok/s over the runs) relative to " + ref + ": "
                      + "; ".join(f"{p} {speed[p] / speed[ref]:.2f}×" for p in settings[1:] if p in speed) + ".")
