@@ -203,3 +203,16 @@ def test_cost_section_checks_full_kv_against_the_config_prediction(tmp_path: Pat
     assert "deltamem_state: state_bytes = the r × r states + the backbone's KV window (method.window = 256 tokens" in " ".join(cost.notes)
     html = (tmp_path / "site" / "index.html").read_text()
     assert "measured / predicted" in html and "max deviation 5.0% over 3 context lengths" in html
+
+
+def test_sections_state_the_command_the_sweep_really_ran(tmp_path):
+    import pandas as pd
+
+    from harness.study.sections import as_run
+
+    sweep = tmp_path / "sweeps" / "study_cost_1"
+    (sweep / "run_a").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task:\n    - experiment=study_cost\n    - run.repetitions=1\n    - out_dir=/secret/place\n    - run.progress=false\n")
+    df = pd.DataFrame({"run_path": [str(sweep / "run_a"), str(sweep / "run_a"), str(tmp_path / "lonely")]})
+    assert as_run(df) == ["python -m harness experiment=study_cost run.repetitions=1"]  # once, no local path

@@ -7,6 +7,8 @@ is written with its n and its 95 % interval (see ``acc_text``), so no number in 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -119,7 +121,28 @@ def facts(df: pd.DataFrame, command: str, interval_methods: list[str]) -> list[t
              + (f"; {bad} runs did not finish ok" if bad else "")),
             ("interval", "; ".join(INTERVAL_TEXT.get(m, m) for m in interval_methods) or "none (fewer than 2 samples per cell)"),
             ("device", ", ".join(devices) or "n/a"), ("date", f"{dates[0]} to {dates[-1]}" if dates else "n/a"),
-            ("commit", ", ".join(shas) or "n/a"), ("command", command)]
+            ("commit", ", ".join(shas) or "n/a"), ("command", command)] + [("as run", c) for c in as_run(ok) if c != command]
+
+
+def as_run(df: pd.DataFrame) -> list[str]:
+    """The command lines the section's sweeps were really started with (their multirun.yaml), so a
+    reduced run (fewer repetitions, fewer variants) is never shown under the preset's full command.
+    Output folders are left out: the pages show no local paths."""
+    import yaml
+
+    seen: list[str] = []
+    for path in sorted({str(p) for p in df.get("run_path", pd.Series(dtype=object)).dropna()}):
+        mr = Path(path).parent / "multirun.yaml"
+        if not mr.is_file():
+            continue
+        try:
+            task = yaml.safe_load(mr.read_text(encoding="utf-8"))["hydra"]["overrides"]["task"]
+        except (OSError, KeyError, TypeError, yaml.YAMLError):
+            continue
+        line = "python -m harness " + " ".join(o for o in task if not o.lstrip("+").startswith(("out_dir=", "run.progress=")))
+        if line not in seen:
+            seen.append(line)
+    return seen
 
 
 def best_of(accuracy: pd.Series) -> str:
