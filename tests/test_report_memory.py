@@ -180,3 +180,13 @@ def test_escaped_model_names_in_the_new_tables(tmp_path: Path) -> None:
     for page in ("index.html", "index.md"):
         text = (tmp_path / "site" / page).read_text()
         assert "<b>m" not in text and "&lt;b&gt;m&lt;/b&gt;" in text
+
+
+def test_coinciding_points_share_one_label_block():
+    import pandas as pd
+
+    from harness.reporting.memory import label_groups
+
+    groups = label_groups(pd.Series([1.0, 1.01, 2.0, 2.0]), pd.Series([1.0, 1.0, 1.0, 0.5]), pd.Series(["a", "b", "c", "d"]))
+    assert sorted(labels for _, labels in groups) == [["a", "b"], ["c"], ["d"]]  # a, b overlap; c, d differ in y
+    assert dict((tuple(labels), xy) for xy, labels in groups)[("a", "b")] == (1.0, 1.0)

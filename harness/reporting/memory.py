@@ -133,27 +133,52 @@ def precision_points(df: pd.DataFrame) -> pd.DataFrame:
     return out[cols]
 
 
+def label_groups(x: pd.Series, y: pd.Series, labels: pd.Series, dx: float = 0.02, dy: float = 0.03,
+                 span: float | None = None) -> list[tuple[tuple[float, float], list[str]]]:
+    """Points that would print their labels on top of each other (within ``dx`` × ``span``, the
+    axis width, default the data's x range, and ``dy`` in y) share one label, at the group's first point."""
+    span = span or float(x.max() - x.min()) or 1.0
+    groups: list[tuple[tuple[float, float], list[str]]] = []
+    for xi, yi, lab in sorted(zip(x.tolist(), y.tolist(), labels.tolist()), key=lambda t: (t[1], t[0])):
+        for (gx, gy), members in groups:
+            if abs(xi - gx) <= dx * span and abs(yi - gy) <= dy:
+                members.append(lab)
+                break
+        else:
+            groups.append(((xi, yi), [lab]))
+    return groups
+
+
 def required_vs_accuracy(task: str, df: pd.DataFrame, colors: dict[str, str], out: Path, rel: str) -> Figure:
     """The index figure of one task: a point per method × precision, the Pareto front ringed and joined."""
     key = "required_vs_accuracy"
     title = f"Required bytes vs accuracy: {task}"
-    caption = ("One point per method × precision (model dtype, weight quantization, KV quantization): the largest required_bytes "
+    caption = ("One numbered point per method × precision (model dtype, weight quantization, KV quantization; the key on the right "
+               "names the numbers): the largest required_bytes "
                "of its runs against the mean accuracy of their samples; ringed points joined by the step line form the Pareto front "
                "(no other point has fewer bytes and higher accuracy).")
     pts = precision_points(df[df["task"] == task])
     if pts.empty:
         return Figure(key, title, caption, missing="no run of this task that finished ok has a memory card (summary.json memory.required_bytes)")
     scale, unit = _unit(float(pts["required_bytes"].max()))
-    fig = MplFigure(figsize=(7.0, 4.2), layout="constrained")
-    ax = fig.subplots()
+    fig = MplFigure(figsize=(9.6, 4.2), layout="constrained")
+    ax, key_ax = fig.subplots(1, 2, width_ratios=[3, 2])
     for i, p in enumerate(pts.itertuples()):
         ax.scatter([p.required_bytes / scale], [p.accuracy], s=60, color=colors.get(p.method, "#333333"), zorder=3,
                    gid=f"method--{p.method}--{i}")
-        ax.annotate(p.label, (p.required_bytes / scale, p.accuracy), xytext=(6, 4), textcoords="offset points", fontsize=7)
+    # points are numbered (one number block per cluster of coinciding points); the key on the right
+    # names each number, so no label is ever printed over another
+    number = {lab: str(i + 1) for i, lab in enumerate(pts["label"])}
+    xmax = float(pts["required_bytes"].max()) / scale * 1.15
+    for (x, y), labels in label_groups(pts["required_bytes"] / scale, pts["accuracy"], pts["label"], dx=0.04, dy=0.05, span=xmax):
+        ax.annotate(",".join(number[lab] for lab in labels), (x, y), xytext=(6, 4), textcoords="offset points", fontsize=8)
+    key_ax.axis("off")
+    key_ax.text(0.0, 1.0, "\n".join(f"{number[lab]}  {lab}" for lab in pts["label"]), va="top", ha="left", fontsize=7.5,
+                transform=key_ax.transAxes, family="monospace")
     front = pts[pts["pareto"]].sort_values("required_bytes")
     ax.step(front["required_bytes"] / scale, front["accuracy"], where="post", color="black", linewidth=1, alpha=0.6, label="Pareto front")
     ax.scatter(front["required_bytes"] / scale, front["accuracy"], s=200, facecolors="none", edgecolors="black", zorder=4)
-    ax.set_xlim(0, float(pts["required_bytes"].max()) / scale * 1.3)  # from zero, so distances read as ratios; room for labels
+    ax.set_xlim(0, xmax)  # from zero, so distances read as ratios; room for numbers
     ax.set_xlabel(f"required_bytes ({unit})")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.05, 1.1)
