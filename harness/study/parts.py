@@ -152,7 +152,7 @@ def _span(lo: str, hi: str) -> str:
     return f"{lo} at every length" if lo == hi else f"{lo} to {hi}"
 
 
-def _deltamem_slopes(t: pd.DataFrame) -> str:
+def _dm_state_slopes(t: pd.DataFrame) -> str:
     out = []
     for v, g in t[t["method"].str.startswith("deltamem")].groupby("method", sort=True):
         sl, why = loglog_slope(g["context_tokens"], g["state_bytes"])
@@ -195,7 +195,7 @@ def cost(site: Path, df: pd.DataFrame, models: dict[str, dict]) -> Section:
                           [[r.method, f"{r.context_tokens:.0f}", bytes_text(r.state_bytes), bytes_text(r.required_bytes),
                             f"{r.ttft_cold_s * 1e3:.1f} ms", num(r.decode_tok_per_s, 1), str(r.n)] for r in t.itertuples()], "cost_scaling.csv"))
     pred = t[t["state_vs_predicted"].notna()].sort_values(["model", "context_tokens"])
-    s.finding = [FINDING_DELTAMEM.format(dm=_deltamem_slopes(t))]
+    s.finding = [FINDING_DELTAMEM.format(dm=_dm_state_slopes(t))]
     if len(pred):
         cols = ["model", "context_tokens", "state_bytes", "predicted_state_bytes", "state_vs_predicted"]
         io.write_text(site / "cost_full_kv_predicted.csv", pred[cols].to_csv(index=False))
