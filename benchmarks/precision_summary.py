@@ -40,6 +40,15 @@ def overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return bool(ca and cb and ca[0] <= cb[1] and cb[0] <= ca[1])
 
 
+def full_kv_weights(by: dict, settings: list[str]) -> dict[str, int]:
+    """Backbone weights bytes per precision, from the first full_kv run with an unquantized cache."""
+    out: dict[str, int] = {}
+    for (m, _, p, q), s in by.items():
+        if m == "full_kv" and q == "none" and p in settings:
+            out.setdefault(p, s["memory"]["weights_bytes"])
+    return {p: out[p] for p in settings if p in out}
+
+
 def render(roots: list[str]) -> list[str]:
     runs = [r["summary"] for r in load(roots)]
     by: dict[tuple[str, str, str, str], dict[str, Any]] = {(s["method"], s["task"], setting(s), kv(s)): s for s in runs}
@@ -56,16 +65,15 @@ def render(roots: list[str]) -> list[str]:
     out += ["## Weights and speed per precision", "",
             "| precision | weights MiB (full_kv) | vs fp32 | decode tok/s, median over runs | vs fp32 | TTFT query p50 s, median | runs |",
             "|---|---|---|---|---|---|---|"]
-    base: dict[str, float] = {}
+    weights = full_kv_weights(by, settings)
     speed: dict[str, float] = {}
     for p in settings:
         rs = [s for k, s in by.items() if k[2] == p and k[3] == "none"]
-        w = next((s["memory"]["weights_bytes"] for k, s in by.items() if k[0] == "full_kv" and k[2] == p and k[3] == "none"), None)
+        w = weights.get(p)
         dec = [v for v in (stat(s, "decode_tok_per_s", "mean") for s in rs) if v is not None]
         ttft = [v for v in (stat(s, "ttft_query_s", "p50") for s in rs) if v is not None]
-        base.setdefault("w", w or 0.0) if p == settings[0] else None
         speed[p] = statistics.median(dec) if dec else float("nan")
-        rel_w = f"{w / base['w']:.2f}" if w and base.get("w") else "n/a"
+        rel_w = f"{w / weights[settings[0]]:.2f}" if w and weights.get(settings[0]) else "n/a"
         rel_s = f"{speed[p] / speed[settings[0]]:.2f}" if dec and speed.get(settings[0]) else "n/a"
         out.append(f"| {p} | {mib(w)} | {rel_w} | {speed[p]:.2f} | {rel_s} | {statistics.median(ttft) if ttft else float('nan'):.3f} | {len(rs)} |")
     out.append("")
@@ -116,7 +124,7 @@ def findings(by: dict, methods: list[str], tasks: list[str], settings: list[str]
     """Sentences whose every number is computed here."""
     lines = []
     ref = settings[0]
-    w = {p: by[("full_kv", tasks[0], p, "none")]["memory"]["weights_bytes"] for p in settings if ("full_kv", tasks[0], p, "none") in by}
+    w = full_kv_weights(by, settings)
     if ref in w:
         lines.append("- **Weights** relative to " + ref + ": " + "; ".join(f"{p} {mib(v)} MiB ({v / w[ref]:.2f}×)" for p, v in w.items() if p != ref)
                      + ". The tied embedding / LM head stays in the backbone dtype under weight-only quantization, and torchao's int4"

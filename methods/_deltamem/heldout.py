@@ -10,25 +10,20 @@ gap: the same episodes are resampled for both), exact-match intervals are Wilson
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
 
 import torch
 
+from harness import stats
 from methods._deltamem.episodes import Setting, encode, run_episode
 
 CONTROLS = ("true", "mismatched", "none")
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> list[float] | None:
-    if n == 0:
-        return None
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return [round(max(0.0, c - h), 4), round(min(1.0, c + h), 4)]
+def wilson(k: int, n: int) -> list[float] | None:
+    """95 % Wilson interval of k right out of n (harness.stats.wilson), rounded for the tables; None for n = 0."""
+    return None if n == 0 else [round(v, 4) for v in stats.wilson(k / n, n)]
 
 
 def _ratio_ci(right: list[list[int]], total: list[int], n_boot: int = 2000, seed: int = 0) -> list[list[float]]:
