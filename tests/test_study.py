@@ -98,7 +98,7 @@ def test_missing_parts_say_not_run_yet_with_their_command(tmp_path: Path) -> Non
     html, md = (tmp_path / "site" / "index.html").read_text(), (tmp_path / "site" / "index.md").read_text()
     for part in ("capacity", "cost", "agent", "precision"):
         assert COMMANDS[part].split("#")[0].strip() in html and f"not run yet: {COMMANDS[part].split()[0]}" in md
-    assert "model.quantization" in html  # precision names its dependency
+    assert "memory.required_bytes" in html  # precision names what it needs
     assert (tmp_path / "site" / "figures" / "mechanism" / "mechanism_deltamem.csv").is_file()
 
 
@@ -113,7 +113,7 @@ def test_study_smoke_runs_every_part_and_renders(tmp_path: Path) -> None:
     study = build_study([tmp_path / "runs"], tmp_path / "site")
     site = tmp_path / "site"
     ran = {s.id: s for s in study.sections if s.ran}
-    assert set(ran) == {"mechanism", "capacity", "cost", "agent", "limitations"}, "precision waits for model.quantization"
+    assert set(ran) == {"mechanism", "capacity", "cost", "agent", "precision", "limitations"}
     html = (site / "index.html").read_text()
     for sid in SECTIONS:
         assert f'<section id="{sid}">' in html
@@ -135,7 +135,13 @@ def test_study_smoke_runs_every_part_and_renders(tmp_path: Path) -> None:
     curve = pd.read_csv(site / "figures" / "cost" / "cost_state_bytes.csv")
     assert (curve["variant"] == "predicted full KV").sum() > 2
     tidy_rows = pd.read_csv(site / "tidy_samples.csv")
-    assert set(tidy_rows["part"]) == {"capacity", "cost", "agent"} and tidy_rows["run_id"].nunique() == 12
+    assert set(tidy_rows["part"]) == {"capacity", "cost", "agent", "precision"} and tidy_rows["run_id"].nunique() == 15
+    prec = pd.read_csv(site / "precision.csv")  # a point per method at the smoke's bfloat16, its bytes from the card
+    assert set(prec["precision"]) == {"bfloat16"} and set(prec["method"]) == {"full_kv", "window", "deltamem"}
+    assert (prec["required_bytes"] > prec["weights_bytes"]).all() and (prec["n"] == 2).all()
+    times = next(tb for tb in ran["limitations"].tables if tb.title.startswith("Measured time per part"))
+    assert [r[0] for r in times.rows][-1] == "all parts" and "within the 4 h CPU budget" in times.rows[-1][2]
+    assert all(r[2] != "not measured" for r in times.rows[1:5])  # every language-model part's runs carry wall_s
     # every number in a finding travels with its n
     for s in (ran["capacity"], ran["agent"]):
         assert s.finding and all("n = " in f or "n/a" in f for f in s.finding)
@@ -216,3 +222,69 @@ def test_sections_state_the_command_the_sweep_really_ran(tmp_path):
         "hydra:\n  overrides:\n    task:\n    - experiment=study_cost\n    - run.repetitions=1\n    - out_dir=/secret/place\n    - run.progress=false\n")
     df = pd.DataFrame({"run_path": [str(sweep / "run_a"), str(sweep / "run_a"), str(tmp_path / "lonely")]})
     assert as_run(df) == ["python -m harness experiment=study_cost run.repetitions=1"]  # once, no local path
+
+
+def _kv_rows(counts: dict[int, tuple[int, int]], state: int) -> list[dict]:
+    """kv_recall rows, one question per context: {N: (contexts, correct)}."""
+    from tests.test_report import _row
+
+    return [_row(0, {"num_facts": n, "context_length": 512}, float(e < hits), state, 4, None, "x") | {"id": f"kv_recall-{n}-{e}-0"}
+            for n, (k, hits) in counts.items() for e in range(k)]
+
+
+def _labelled(run: Path, variant: str, part: str | None = None) -> None:
+    text = (run / "config.yaml").read_text() + f"study:\n  variant: {variant}\n" + (f"  part: {part}\n" if part else "")
+    (run / "config.yaml").write_text(text)
+
+
+def test_headline_cell_compares_the_state_with_the_window_of_the_same_bytes(tmp_path: Path) -> None:
+    """The N with the most samples is the headline: δ-mem r32 40/100 vs window 10/100 (Wilson intervals apart)."""
+    for name, method, n8, state in (("w", "window", 10, 9 * 2**20), ("d", "deltamem", 40, 9 * 2**20 + 73728), ("f", "full_kv", 100, 20 * 2**20)):
+        run = write_run(tmp_path / "runs" / name, method, "kv_recall", "m", _kv_rows({2: (5, 5), 8: (100, n8)}, state))
+        _labelled(run, {"deltamem": "deltamem_state_r32"}.get(method, method))
+    _mechanism(tmp_path / "site")
+    cap = next(s for s in build_study([tmp_path / "runs"], tmp_path / "site").sections if s.id == "capacity")
+    head = cap.finding[0]
+    assert head.startswith("The headline cell, N = 8 facts: deltamem_state_r32 scores 0.40 [") and "n = 100" in head
+    assert "against the window of the same KV bytes at 0.10 [" in head and "full KV scores 1.00 [" in head
+    assert "rag_bm25" not in head and "BM25 retrieval n/a (not run)" in head
+    assert "+0.30, the 95% intervals do not overlap" in head
+    assert "state 9.07 MiB vs 9.00 MiB" in head
+    assert cap.finding[1].startswith("At N = 8 facts, the most accurate method is full_kv")
+
+
+def _card_run(folder: Path, method: str, dtype: str, quant: str, scores: list[float], required: int, weights: int) -> Path:
+    from tests.test_report import _row
+
+    rows = [_row(i, {"context_length": 512, "depth": 50}, s, 1000, 4, None, "x") | {"id": f"passkey-{i}"} for i, s in enumerate(scores)]
+    run = write_run(folder, method, "passkey", "m", rows)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["memory"] = {"required_bytes": required, "required_phase": "load", "weights_bytes": weights, "runtime_bytes": 1,
+                         "method_param_bytes": 0, "state_bytes": 1000, "working_bytes": 0, "unaccounted_bytes": 0}
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "config.yaml").write_text(f"method:\n  name: {method}\ntask:\n  name: passkey\nmodel:\n  name: m\n  dtype: {dtype}\n"
+                                     f"  quantization: {quant}\n")
+    return run
+
+
+def test_a_folder_assigned_on_the_command_line_renders_as_the_precision_part(tmp_path: Path) -> None:
+    """Runs without study.part (experiment=precision) land in part 5 when their folder is assigned:
+    fp32 10/10, bf16 10/10, bf16 + int8 weights 0/10 (intervals apart) -> 1 of 2 cells differ."""
+    from harness.study.__main__ import main
+
+    sweep = tmp_path / "runs" / "precision_1"
+    _card_run(sweep / "a", "full_kv", "float32", "none", [1.0] * 10, 900 * 2**20, 600 * 2**20)
+    _card_run(sweep / "b", "full_kv", "bfloat16", "none", [1.0] * 10, 800 * 2**20, 300 * 2**20)
+    _card_run(sweep / "c", "full_kv", "bfloat16", "int8", [0.0] * 10, 700 * 2**20, 250 * 2**20)
+    _mechanism(tmp_path / "site")
+    assert main([f"precision={sweep}", "--out", str(tmp_path / "site")]) == 0
+    prec = pd.read_csv(tmp_path / "site" / "precision.csv").set_index("precision")
+    assert set(prec.index) == {"float32", "bfloat16", "bfloat16 · weights int8"}
+    assert prec.loc["bfloat16 · weights int8", "required_bytes"] == 700 * 2**20 and prec.loc["float32", "weights_bytes"] == 600 * 2**20
+    md = (tmp_path / "site" / "index.md").read_text()
+    assert "required bytes run from 700.00 MiB (full_kv, bfloat16 · weights int8) to 900.00 MiB (full_kv, float32)" in md
+    assert "1 of 2 cells differ in accuracy from the same method and task at float32" in md
+    assert "figures/precision/passkey/required_vs_accuracy.svg" in (tmp_path / "site" / "index.html").read_text()
+    tidy_rows = pd.read_csv(tmp_path / "site" / "tidy_samples.csv")
+    assert set(tidy_rows["part"]) == {"precision"}  # not "cost", which passkey runs without a part would join
+    assert main([f"precison={sweep}", "--out", str(tmp_path / "site")]) == 2  # a misspelt part is refused

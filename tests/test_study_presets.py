@@ -8,8 +8,8 @@ from harness.launch import validate
 from harness.registry import ConfigError
 from test_sweep_presets import _runs
 
-ALL = {"full_kv", "window", "streaming_llm", "rag_bm25", "rag_dense", "snapkv_50", "snapkv_90", "expected_attention_50",
-       "expected_attention_90", "deltamem_state", "deltamem_paper", "oracle", "no_memory"}
+ALL = {"full_kv", "full_kv_int8", "window", "streaming_llm", "rag_bm25", "rag_dense", "snapkv_50", "snapkv_90", "expected_attention_50",
+       "expected_attention_90", "deltamem_state", "deltamem_state_r32", "deltamem_paper", "oracle", "no_memory"}
 
 
 def test_capacity_is_kv_recall_one_to_64_facts_across_every_variant() -> None:
@@ -17,11 +17,24 @@ def test_capacity_is_kv_recall_one_to_64_facts_across_every_variant() -> None:
     assert {r.study.variant for r in runs} == ALL and len(runs) == len(ALL)
     assert {tuple(r.task.num_facts) for r in runs} == {(1, 2, 4, 8, 16, 32, 64)}
     assert {r.task.name for r in runs} == {"kv_recall"} and {r.study.part for r in runs} == {"capacity"}
+    assert {r.task.num_queries for r in runs} == {1}  # a question per context: each query re-reads its context anyway
     by = {r.study.variant: r for r in runs}
+    assert by["full_kv_int8"].method.kv_quantization == "int8" and by["deltamem_state_r32"].method.rank == 32
     assert by["streaming_llm"].method.sinks > 0 and by["window"].method.window == by["deltamem_state"].method.window  # same bytes
     assert by["deltamem_paper"].method.window is None and by["rag_dense"].method.retriever == "dense"
     assert {by[v].method.compression_ratio for v in ("snapkv_50", "snapkv_90")} == {0.5, 0.9}
     for r in runs:
+        validate(r)
+
+
+def test_capacity_headline_adds_fresh_contexts_at_one_n_for_the_same_bytes_comparison() -> None:
+    grid = {r.study.variant: r for r in _runs("study_capacity")}
+    runs = _runs("study_capacity_headline")
+    assert {r.study.variant for r in runs} == {"full_kv", "window", "deltamem_state_r32", "rag_bm25"}
+    for r in runs:
+        assert r.task.num_facts == [8] and r.task.samples_per_cell >= 100 and r.study.part == "capacity"
+        assert r.seed != grid[r.study.variant].seed  # other contexts than the grid's, so pooling them repeats none
+        assert r.task.context_length == grid[r.study.variant].task.context_length
         validate(r)
 
 
@@ -43,19 +56,19 @@ def test_agent_crosses_two_tasks_with_the_variants() -> None:
         validate(r)
 
 
-def test_precision_names_its_missing_dependency() -> None:
+def test_precision_is_the_memory_cards_precision_matrix_as_part_5() -> None:
     runs = _runs("study_precision")
-    try:
-        validate(runs[0])
-    except ConfigError as e:
-        assert "model.quantization" in str(e)
-    assert sorted({str(r.model.quantization) for r in runs}) == ["int4", "int8", "none"]
+    plain = _runs("precision")
+    assert len(runs) == len(plain) and {r.study.part for r in runs} == {"precision"}
+    settings = {(str(r.model.dtype), str(r.model.quantization)) for r in runs}
+    assert settings == {("float32", "none"), ("bfloat16", "none"), ("bfloat16", "int8"), ("bfloat16", "int4")}
+    assert {r.method.name for r in runs} == {"full_kv", "window", "rag", "deltamem"}
 
 
 def test_smoke_is_every_part_on_the_tiny_model_without_extras() -> None:
     runs = _runs("study_smoke")
     assert {r.model.name for r in runs} == {"tiny_random"}
-    assert {r.study.part for r in runs} == {"capacity", "cost", "agent"}
+    assert {r.study.part for r in runs} == {"capacity", "cost", "agent", "precision"}
     assert {r.method.name for r in runs} <= {"full_kv", "window", "deltamem", "no_memory", "oracle", "rag"}
     assert all(r.run.limit and r.run.timeout_s for r in runs)
     for r in runs:

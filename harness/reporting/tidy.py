@@ -45,9 +45,9 @@ CONTEXT_ID_PARTS = {"kv_recall": 3, "fact_update": 3, "multi_session": 3}
 SCALARS = [m for m in METRICS if m != "itl_s"] + ["question_tokens"]
 CARD_PARTS = [*PARTS, "unaccounted_bytes", "required_bytes"]
 PERSIST = {"persisted_bytes": "persisted_bytes", "save_s": "save_s", "restore_s": "restore_s", "persist_ingest_s": "ingest_s"}
-NUMERIC = ("score", *SCALARS, "itl_mean_s", "required_bytes", *PERSIST, *(f"card.{p}" for p in CARD_PARTS))
+NUMERIC = ("score", *SCALARS, "itl_mean_s", "required_bytes", "run_wall_s", *PERSIST, *(f"card.{p}" for p in CARD_PARTS))
 CORE = ["run_id", "run_path", "status", "method", "task", "model", "seed", "part", "variant", "device", "dtype", "date", "cpu", "gpu",
-        "git_sha", "ci_method", "metric", "required_bytes", "required_bytes_reason", "persisted_bytes", "save_s", "restore_s",
+        "git_sha", "ci_method", "metric", "run_wall_s", "required_bytes", "required_bytes_reason", "persisted_bytes", "save_s", "restore_s",
         "persist_ingest_s", "card.required_phase", *(f"card.{p}" for p in CARD_PARTS), "sample_id", "context_id", "rep", "score",
         "category", *SCALARS, "n_itl", "itl_mean_s"]
 
@@ -77,6 +77,7 @@ def run_columns(run: Run) -> dict[str, Any]:
         "device": (s.get("load") or {}).get("device"), "dtype": (s.get("load") or {}).get("dtype"), "date": env.get("date"),
         "cpu": env.get("cpu"), "gpu": gpus[0].get("name") if gpus else None, "git_sha": env.get("git_sha"),
         "ci_method": (s.get("accuracy") or {}).get("ci_method"), "metric": s.get("metric"),
+        "run_wall_s": s.get("wall_s"),  # the whole run: load, warm-up, every sample and repetition
         "required_bytes": required,
         "required_bytes_reason": None if required is not None else (
             memory.get("required_bytes_reason") or "summary.json has no memory card (memory.required_bytes)"),

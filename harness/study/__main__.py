@@ -3,6 +3,11 @@
 Part 1 (mechanism) is read from ``mechanism_*.csv`` in ``--mechanism`` (default: ``--out``), written
 by ``python -m harness.study.mechanism``; parts 2–5 from the run folders found under the given
 folders (recursively). Missing parts render as "not run yet" with their command.
+
+A run belongs to the part named by its config's ``study.part`` (the ``experiment=study_*`` presets
+set it), else to the part its folder is assigned on the command line as ``PART=FOLDER``, e.g.
+``precision=runs/sweeps/precision_85a7f0cd`` for the memory card's ``experiment=precision`` sweep,
+else to its task's part (kv_recall: capacity, passkey: cost, multi_session and fact_update: agent).
 """
 
 from __future__ import annotations
@@ -14,19 +19,33 @@ from typing import Sequence
 
 from harness.study.site import build_study
 
+PARTS = ("capacity", "cost", "agent", "precision")  # the language-model parts a folder can be assigned to
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.study", description=__doc__.split("\n\n")[0])
-    p.add_argument("folders", nargs="*", type=Path, help="run or sweep folders (searched recursively for summary.json)")
+    p.add_argument("folders", nargs="*", help="run or sweep folders (searched recursively for summary.json); "
+                   f"PART=FOLDER assigns the runs there without study.part to PART ({', '.join(PARTS)})")
     p.add_argument("--out", type=Path, required=True, help="site folder (index.html, index.md, figures/, CSVs)")
     p.add_argument("--mechanism", type=Path, default=None, help="folder with mechanism_capacity.csv (default: --out)")
     a = p.parse_args(argv)
-    missing = [str(f) for f in a.folders if not f.exists()]
+    plain: list[Path] = []
+    assign: dict[Path, str] = {}
+    for arg in a.folders:
+        part, sep, folder = arg.partition("=")
+        if sep and part in PARTS:
+            assign[Path(folder)] = part
+        elif sep and not Path(arg).exists() and "/" not in part:
+            print(f"error: unknown study part {part!r} in {arg!r}; choose from {', '.join(PARTS)}", file=sys.stderr)
+            return 2
+        else:
+            plain.append(Path(arg))
+    missing = [str(f) for f in [*plain, *assign] if not f.exists()]
     if missing:
         print(f"error: no such folder: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
-        study = build_study(a.folders, a.out, a.mechanism)
+        study = build_study(plain, a.out, a.mechanism, assign)
     except NotADirectoryError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,8 +11,8 @@ from harness import io
 from harness.study import plots
 from harness.study.mechanism import capacity_at, settings_label
 from harness.study.scaling import curve, element_bytes, layout_text, loglog_slope, model_layout, predict_rows
-from harness.study.sections import (COMMANDS, Section, Table, acc_text, best_of, bytes_text, cells, facts, half_width_note, num,
-                                    scored, tidy_cells, wide_table)
+from harness.study.sections import (COMMANDS, Section, Table, acc_text, best_of, bytes_text, cells, facts, half_width_note, num, pick,
+                                    scored, state_text, state_variants, tidy_cells, wide_table)
 
 FINDING_MECHANISM = ("With r = {r}, δ-mem's update keeps at least {thr:.0%} of pairs up to N = {cap_b_lo} at β = {b_lo:g} and "
                      "N = {cap_b_hi} at β = {b_hi:g}, against N = {cap_delta} for the plain delta rule (β = {b_delta:g}) and "
@@ -21,7 +21,9 @@ FINDING_MECHANISM = ("With r = {r}, δ-mem's update keeps at least {thr:.0%} of 
                      "written a writes ago at (1 − β)^a of its strength, so what δ-mem holds is bounded by about 1/β writes as "
                      "much as by r. A selective gate (β near 0 on filler, near 1 on facts) is what lets it use its r × r capacity.")
 FINDING_CAPACITY = ("At N = {n} facts, the most accurate method is {best} ({best_acc}); δ-mem state-only scores {dm} "
-                    "and a window of the same bytes scores {win}.")
+                    "and a window of the same KV bytes scores {win}.")
+FINDING_HEADLINE = ("The headline cell, N = {n} facts: {dm} against the window of the same KV bytes at {win} ({bytes}); "
+                    "full KV scores {full} and BM25 retrieval {rag}. δ-mem state-only minus window: {verdict}.")
 FINDING_COST = ("Over {lo} to {hi} context tokens, full KV's measured state bytes follow the backbone's KV layout predicted "
                 "from the model config: measured / predicted is {ratios}, {check}; log–log slope {s_full} measured, "
                 "{s_pred} predicted.")
@@ -43,6 +45,7 @@ def mechanism(site: Path, data: Path) -> Section:
     cells_df, ages = pd.read_csv(csv), pd.read_csv(age_csv)
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     s.ran = True
+    s.seconds = meta.get("wall_s")
     c = plots.Canvas(site, "mechanism")
     s.figures = [plots.mechanism_rule(c, cells_df, rule) for rule in ("deltamem", "delta", "linear")]
     n_age = int(max(n for n in ages["n_pairs"].unique() if n <= 32))
@@ -99,18 +102,39 @@ def capacity(site: Path, df: pd.DataFrame) -> Section:
     s.figures = [plots.lines(canvas, plot, "num_facts", "accuracy", "capacity_vs_n", "Accuracy vs number of facts",
                              "Mean exact match per method and number of facts; band = 95% interval.", "facts in the context N (log scale)",
                              "accuracy", band=True),
-                 plots.accuracy_vs_bytes(canvas, plot, [("deltamem_state", "window")])]
+                 plots.accuracy_vs_bytes(canvas, plot, [(v, "window") for v in state_variants(plot["variant"])])]
     s.tables.append(wide_table(c, "variant", "num_facts", "Accuracy [95% interval], n per method × number of facts", "capacity.csv"))
     s.facts = facts(d, s.command, sorted(c["ci_method"].dropna().unique()))
     n = c["num_facts"].max()
     at = c[c["num_facts"] == n].set_index("variant")
     best = best_of(at["accuracy"])
-    pick = (lambda v: acc_text(at.at[v, "_cell"]) if v in at.index else "n/a (not run)")
-    s.finding = [FINDING_CAPACITY.format(n=int(n), best=best, best_acc=pick(best.split(" = ")[0]), dm=pick("deltamem_state"), win=pick("window"))]
+    s.finding = [FINDING_CAPACITY.format(n=int(n), best=best, best_acc=pick(at, best.split(" = ")[0]), dm=state_text(at), win=pick(at, "window"))]
+    if (head := _headline(c)) is not None:
+        s.finding.insert(0, head)
     if (note := half_width_note(c)) is not None:
         s.notes.append(note)
-    s.notes.append("Not in the grid yet: full KV with quantized KV (needs the memory card's model.quantization).")
     return s
+
+
+def _headline(c: pd.DataFrame) -> str | None:
+    """The same-bytes comparison at the number of facts with the most samples (the headline cell:
+    experiment=study_capacity_headline adds contexts there); None when it has no more than the rest."""
+    n_by = c.groupby("num_facts")["n"].max()
+    if n_by.nunique() < 2:
+        return None
+    n = int(n_by.idxmax())
+    at = c[c["num_facts"] == n].set_index("variant")
+    dms = [v for v in state_variants(at.index) if v in at.index]
+    if "window" not in at.index or not dms:
+        return None
+    dm = max(dms, key=lambda v: (at.at[v, "n"], v))  # the variant given the headline samples
+    w, x = at.loc["window"], at.loc[dm]
+    overlap = not (x["ci_low"] > w["ci_high"] or w["ci_low"] > x["ci_high"])
+    verdict = (f"{x['accuracy'] - w['accuracy']:+.2f}, " +
+               ("the 95% intervals overlap, so no difference is established" if overlap else "the 95% intervals do not overlap"))
+    return FINDING_HEADLINE.format(n=n, dm=f"{dm} scores {pick(at, dm)}", win=pick(at, "window"), full=pick(at, "full_kv"),
+                                   rag=pick(at, "rag_bm25"), verdict=verdict,
+                                   bytes=f"state {bytes_text(x['state_bytes'])} vs {bytes_text(w['state_bytes'])}")
 
 
 def _cost_table(d: pd.DataFrame) -> pd.DataFrame:

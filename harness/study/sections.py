@@ -54,6 +54,7 @@ class Section:
     figures: list[Any] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    seconds: float | None = None  # measured wall time of the part's computation (part 1: mechanism_meta.json wall_s)
 
     @property
     def not_run(self) -> str:
@@ -143,6 +144,22 @@ def as_run(df: pd.DataFrame) -> list[str]:
         if line not in seen:
             seen.append(line)
     return seen
+
+
+def pick(at: pd.DataFrame, variant: str) -> str:
+    """One variant's cell of ``at`` (cells indexed by variant) as text, or why there is none."""
+    return acc_text(at.at[variant, "_cell"]) if variant in at.index else "n/a (not run)"
+
+
+def state_variants(variants: Any) -> list[str]:
+    """δ-mem state-only variants (every shipped rank: deltamem_state, deltamem_state_r32, ...), sorted."""
+    return sorted({str(v) for v in variants if str(v).startswith("deltamem_state")})
+
+
+def state_text(at: pd.DataFrame) -> str:
+    """'deltamem_state 0.10 [..], n = ..; deltamem_state_r32 ...': every δ-mem state-only rank that ran."""
+    vs = state_variants(at.index)
+    return "; ".join(f"{v} {pick(at, v)}" for v in vs) if vs else "n/a (not run)"
 
 
 def best_of(accuracy: pd.Series) -> str:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
@@ -51,17 +51,26 @@ def _models(df: pd.DataFrame) -> dict[str, dict]:
     return out
 
 
-def _frame(run_paths: Sequence[Path | str], out: Path) -> pd.DataFrame:
+def _frame(run_paths: Sequence[Path | str], out: Path, assign: Mapping[Path | str, str] | None = None) -> pd.DataFrame:
+    """The tidy frame of every run under ``run_paths`` and ``assign``'s folders; a run whose config
+    has no ``study.part`` takes the part its folder is assigned to, else its task's (TASK_PART)."""
     runs = []
-    if run_paths:
+    folders = [*run_paths, *(assign or {})]
+    if folders:
         try:
-            runs = load_runs(run_paths, exclude=out)
+            runs = load_runs(folders, exclude=out)
         except ReportError as e:
             print(f"note: {e}; the language-model parts render as not run yet")
-    return assign_parts(tidy.frame(runs))
+    df = tidy.frame(runs)
+    for folder, part in (assign or {}).items():
+        root = Path(folder).resolve()
+        under = df["run_path"].map(lambda p: root == Path(p).resolve() or root in Path(p).resolve().parents)
+        df.loc[under & df["part"].isna(), "part"] = part
+    return assign_parts(df)
 
 
-def build_study(run_paths: Sequence[Path | str], out: Path | str, mechanism_dir: Path | str | None = None) -> Study:
+def build_study(run_paths: Sequence[Path | str], out: Path | str, mechanism_dir: Path | str | None = None,
+                assign: Mapping[Path | str, str] | None = None) -> Study:
     t0 = time.perf_counter()
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -71,7 +80,7 @@ def build_study(run_paths: Sequence[Path | str], out: Path | str, mechanism_dir:
         shutil.rmtree(out / name, ignore_errors=True)
     (out / "static").mkdir()
     (out / "static" / "style.css").write_text(files("reports").joinpath("static", "style.css").read_text(encoding="utf-8"), encoding="utf-8")
-    df = _frame(run_paths, out)
+    df = _frame(run_paths, out, assign)
     study = Study(out, frame=df)
     study.sections = [parts.mechanism(out, Path(mechanism_dir) if mechanism_dir else out),
                       parts.capacity(out, df), parts.cost(out, df, _models(df) if len(df) else {}),
