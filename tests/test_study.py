@@ -287,4 +287,5 @@ def test_a_folder_assigned_on_the_command_line_renders_as_the_precision_part(tmp
     assert "figures/precision/passkey/required_vs_accuracy.svg" in (tmp_path / "site" / "index.html").read_text()
     tidy_rows = pd.read_csv(tmp_path / "site" / "tidy_samples.csv")
     assert set(tidy_rows["part"]) == {"precision"}  # not "cost", which passkey runs without a part would join
+    assert "python -m harness.study precision=precision_1 --out site" in md  # the render as run, no local path
     assert main([f"precison={sweep}", "--out", str(tmp_path / "site")]) == 2  # a misspelt part is refused

@@ -22,6 +22,19 @@ from harness.study.site import build_study
 PARTS = ("capacity", "cost", "agent", "precision")  # the language-model parts a folder can be assigned to
 
 
+def _shown(args: list[str]) -> str:
+    """The render command as the page shows it: paths relative to the working folder, never a
+    local absolute path (one outside it is shown by its name)."""
+    cwd, out = Path.cwd().resolve(), []
+    for arg in args:
+        head, sep, tail = arg.rpartition("=") if "=" in arg else ("", "", arg)
+        p = Path(tail)
+        if p.is_absolute():
+            tail = str(p.resolve().relative_to(cwd)) if p.resolve().is_relative_to(cwd) else p.name
+        out.append(f"{head}{sep}{tail}")
+    return " ".join(["python -m harness.study", *out])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.study", description=__doc__.split("\n\n")[0])
     p.add_argument("folders", nargs="*", help="run or sweep folders (searched recursively for summary.json); "
@@ -45,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no such folder: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
-        study = build_study(plain, a.out, a.mechanism, assign)
+        study = build_study(plain, a.out, a.mechanism, assign, command=_shown(sys.argv[1:] if argv is None else list(argv)))
     except NotADirectoryError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

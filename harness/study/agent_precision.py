@@ -163,7 +163,7 @@ def limitations(sections: list[Section], df: pd.DataFrame, rendered: dict[str, s
     devices = sorted(ok["device"].dropna().unique()) if len(ok) else []
     s.tables.append(Table("Reproduce each part", ["part", "status", "command"],
                           [[x.title, "rendered" if x.ran else "not run yet", x.command] for x in sections] +
-                          [["this site", "rendered", COMMANDS["render"]], ["miniature of every part (CI)", "-", COMMANDS["smoke"]]]))
+                          [["this site", "rendered", rendered["command"]], ["miniature of every part (CI)", "-", COMMANDS["smoke"]]]))
     s.tables.append(Table("Sample sizes", ["part", "n"], [[x.title, dict(x.facts).get("n", "not run yet")] for x in sections]))
     s.tables.append(_times(sections, df))
     ad = adapters()
@@ -173,6 +173,6 @@ def limitations(sections: list[Section], df: pd.DataFrame, rendered: dict[str, s
                  f"The shipped δ-mem adapters were trained for {', '.join(str(a['steps']) + ' steps' for a in ad) or 'n/a'} on CPU; "
                  "a δ-mem row near chance measures these adapters, not the mechanism's ceiling (part 1 gives that)."]
     s.facts = [("n", "per part, in the sample sizes table below"), ("interval", "per part, stated in each section"),
-               ("device", rendered["device"]), ("date", rendered["date"]), ("commit", rendered["commit"]), ("command", COMMANDS["render"])]
+               ("device", rendered["device"]), ("date", rendered["date"]), ("commit", rendered["commit"]), ("command", rendered["command"])]
     s.notes.append("Headline cells aim at a 95% half-width of at most 0.10; cells above it are listed in their section's notes.")
     return s

@@ -70,7 +70,8 @@ def _frame(run_paths: Sequence[Path | str], out: Path, assign: Mapping[Path | st
 
 
 def build_study(run_paths: Sequence[Path | str], out: Path | str, mechanism_dir: Path | str | None = None,
-                assign: Mapping[Path | str, str] | None = None) -> Study:
+                assign: Mapping[Path | str, str] | None = None, command: str | None = None) -> Study:
+    """Render the site into ``out``; ``command`` is the render command as run (default: the generic one)."""
     t0 = time.perf_counter()
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -88,7 +89,7 @@ def build_study(run_paths: Sequence[Path | str], out: Path | str, mechanism_dir:
     e = env.collect()
     rendered = {"date": dt.date.today().isoformat(), "commit": str(e.get("git_sha") or "n/a")[:10] + (" (with local changes)" if e.get("git_dirty") else ""),
                 "device": f"{e.get('cpu')}, {e.get('cpu_threads')} CPU threads" + (f", {e['gpus'][0]['name']}" if e.get("gpus") else ""),
-                "command": COMMANDS["render"]}
+                "command": command or COMMANDS["render"]}
     study.sections.append(agent_precision.limitations(study.sections, df, rendered))
     io.write_text(out / TIDY_CSV, df.drop(columns=["run_path"], errors="ignore").to_csv(index=False))
     envs = environments()
