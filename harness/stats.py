@@ -16,6 +16,11 @@ Which interval (``ci_method``, explained in the glossary):
   percentile bootstrap of the mean, 2000 resamples, seeded.
 - ``cluster_bootstrap``: continuous scores with shared contexts: whole contexts are resampled with
   replacement and the mean is taken over the samples of the drawn contexts.
+- A bootstrap whose resamples all give the same mean (every context, or every sample, scored
+  alike, e.g. two episodes at F1 0.25 each) would claim a zero-width interval. Scores in [0, 1]
+  then take the Wilson interval with n = the number of contexts (``wilson_clustered``; for
+  independent samples ``wilson`` with n), the conservative end: a mean of scores in [0, 1] varies
+  at most like a proportion.
 - ``none``: fewer than 2 samples (or fewer than 2 contexts when samples share them): no interval,
   ``ci95`` is null and ``ci95_reason`` says why.
 """
@@ -154,6 +159,12 @@ def accuracy_interval(scores: Sequence[float], clusters: Sequence[Any] | None = 
     else:
         method = "cluster_bootstrap"
         lo, hi = cluster_bootstrap_ci(x, keys, seed=seed)
+    if hi <= lo and method in ("bootstrap", "cluster_bootstrap") and min(x) >= 0.0 and max(x) <= 1.0:
+        # no spread to resample: a zero-width interval would claim certainty the data do not give
+        method = "wilson" if k == n else "wilson_clustered"
+        if k < n:
+            out["n_eff"] = float(k)
+        lo, hi = wilson(out["mean"], k)
     return {**out, "ci95": [lo, hi], "ci_method": method}
 
 

@@ -95,6 +95,18 @@ def test_all_equal_clustered_scores_count_contexts() -> None:
     assert acc["ci95"] == pytest.approx(list(wilson(1.0, 3)))  # lower bound ~0.44, not 0.76 (n=12)
 
 
+def test_a_bootstrap_with_no_spread_never_gives_a_zero_width_interval() -> None:
+    """Two episodes at F1 0.25 each: every resample has mean 0.25. Scores in [0, 1] then take Wilson
+    on the number of contexts; unbounded scores keep the bootstrap (no bound to lean on)."""
+    acc = accuracy_interval([0.25, 0.25, 0.25, 0.25], ["a", "a", "b", "b"])
+    assert acc["ci_method"] == "wilson_clustered" and acc["n_eff"] == 2.0
+    assert acc["ci95"] == pytest.approx(list(wilson(0.25, 2))) and acc["ci95"][1] - acc["ci95"][0] > 0.5
+    alone = accuracy_interval([0.5, 0.5, 0.5])
+    assert alone["ci_method"] == "wilson" and alone["ci95"] == pytest.approx(list(wilson(0.5, 3)))
+    spread = accuracy_interval([0.2, 0.4, 0.3, 0.1], ["a", "a", "b", "b"])
+    assert spread["ci_method"] == "cluster_bootstrap"  # resamples differ: the bootstrap stands
+
+
 def test_shared_contexts_widen_the_continuous_interval() -> None:
     scores, ctx = _perfectly_correlated(10, 4, right=0.8, wrong=0.3)
     naive, clustered = accuracy_interval(scores), accuracy_interval(scores, ctx)

@@ -35,9 +35,11 @@ def test_wilson_matches_known_values() -> None:
 def test_interval_fits_the_data_and_says_which() -> None:
     assert mean_interval([1, 0, 1, 1])["ci_method"] == "wilson"
     shared = mean_interval([1, 1, 0, 0, 1, 1], ["a", "a", "b", "b", "c", "c"])
-    assert shared["ci_method"] == "cluster_bootstrap" and shared["n_contexts"] == 3
+    assert shared["ci_method"] == "wilson_clustered" and shared["n_contexts"] == 3  # as the run's summary.json has it
+    f1 = mean_interval([0.25, 0.25, 0.25, 0.25], ["a", "a", "b", "b"])  # two episodes alike: no spread to resample
+    assert f1["ci_method"] == "wilson_clustered" and (f1["ci_low"], f1["ci_high"]) == wilson(0.5, 2) and f1["half_width"] > 0.2
     one = mean_interval([1.0])
-    assert one["mean"] == 1.0 and one["ci_low"] is None and one["ci_reason"] == "fewer than 2 samples"
+    assert one["mean"] == 1.0 and one["ci_low"] is None and one["ci_reason"] == "n=1: a single sample gives no interval"
     # whole contexts agree inside: resampling contexts gives a wider interval than 60 independent samples would
     scores = [float(i % 2) for i in range(6) for _ in range(10)]
     lo, hi = cluster_bootstrap(scores, [i for i in range(6) for _ in range(10)])
@@ -167,7 +169,7 @@ def test_capacity_numbers_are_the_runs_numbers(tmp_path: Path) -> None:
     cap = pd.read_csv(tmp_path / "site" / "capacity.csv").set_index(["variant", "num_facts"])
     assert cap.loc[("full_kv", 8), "accuracy"] == 1.0 and cap.loc[("window", 8), "accuracy"] == 0.0
     assert math.isclose(cap.loc[("window", 2), "accuracy"], 4 / 6)
-    assert (cap["n"] == 6).all() and (cap["n_contexts"] == 3).all() and set(cap["ci_method"]) == {"cluster_bootstrap"}
+    assert (cap["n"] == 6).all() and (cap["n_contexts"] == 3).all() and set(cap["ci_method"]) == {"wilson_clustered"}
     (finding,) = next(s for s in study.sections if s.id == "capacity").finding
     assert finding.startswith("At N = 8 facts, the most accurate method is full_kv (1.00") and "n = 6 (3 contexts)" in finding
     md = (tmp_path / "site" / "index.md").read_text()

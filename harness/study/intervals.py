@@ -1,10 +1,13 @@
-"""The study's 95 % intervals for mean scores, chosen to fit the data (the method is recorded).
+"""The study's 95 % intervals for mean scores: the harness's own (``harness.stats``), so a cell of
+the study and a run's summary.json agree for the same samples (the method is recorded).
 
 - 0/1 scores from independent contexts: Wilson score interval.
-- Samples that share a context (the queries of one kv_recall / fact_update / multi_session
-  episode) or continuous scores: percentile bootstrap over contexts (whole contexts resampled, the
-  mean taken over their pooled samples), seeded so a re-render gives the same numbers.
-- Fewer than 2 samples: no interval.
+- 0/1 scores where questions share a context (kv_recall, fact_update, multi_session episodes):
+  Wilson on the effective n (the design effect of the contexts).
+- Continuous scores: percentile bootstrap, over whole contexts where samples share them, seeded so
+  a re-render gives the same numbers; one with no spread falls back to Wilson on the number of
+  contexts (never a zero-width interval).
+- Fewer than 2 samples, or one context: no interval.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ def cluster_bootstrap(scores: Sequence[float], clusters: Sequence[Any], seed: in
 
 
 def mean_interval(scores: Sequence[float], clusters: Sequence[Any] | None = None) -> dict[str, Any]:
-    """{mean, n, n_contexts, ci_low, ci_high, ci_method, half_width}; nulls come with ``ci_reason``."""
+    """{mean, n, n_contexts, ci_low, ci_high, ci_method, half_width}; nulls come with ``ci_reason``.
+    The interval is the harness's own (``harness.stats.accuracy_interval``), so the study and every
+    run's summary.json agree on the method for the same samples."""
     pairs = [(float(s), c) for s, c in zip(scores, clusters if clusters is not None else range(len(scores)))
              if s is not None and not math.isnan(float(s))]
     n = len(pairs)
@@ -40,17 +45,9 @@ def mean_interval(scores: Sequence[float], clusters: Sequence[Any] | None = None
                            "ci_method": None, "half_width": None}
     if n == 0:
         return out | {"ci_reason": "no scored samples"}
-    vals = [s for s, _ in pairs]
-    out["mean"] = sum(vals) / n
-    if n < 2:
-        return out | {"ci_reason": "fewer than 2 samples"}
-    binary = all(v in (0.0, 1.0) for v in vals)
-    if binary and out["n_contexts"] == n:
-        lo, hi = wilson(sum(vals), n)
-        out["ci_method"] = "wilson"
-    elif out["n_contexts"] < 2:
-        return out | {"ci_reason": "all samples share one context"}
-    else:
-        lo, hi = cluster_bootstrap(vals, [c for _, c in pairs])
-        out["ci_method"] = "cluster_bootstrap"
-    return out | {"ci_low": lo, "ci_high": hi, "half_width": (hi - lo) / 2}
+    acc = stats.accuracy_interval([s for s, _ in pairs], [str(c) for _, c in pairs])
+    out["mean"] = acc["mean"]
+    if acc["ci95"] is None:
+        return out | {"ci_reason": acc["ci95_reason"]}
+    lo, hi = acc["ci95"]
+    return out | {"ci_low": lo, "ci_high": hi, "ci_method": acc["ci_method"], "half_width": (hi - lo) / 2}

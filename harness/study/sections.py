@@ -30,6 +30,9 @@ COMMANDS = {
 #: when a run's config has no study.part, its task decides the section
 TASK_PART = {"kv_recall": "capacity", "passkey": "cost", "multi_session": "agent", "fact_update": "agent"}
 INTERVAL_TEXT = {"wilson": "Wilson score (independent 0/1 samples)",
+                 "wilson_clustered": "Wilson score on the effective n (questions of one context count as fewer independent samples; "
+                                     "n = number of contexts where every context scored alike)",
+                 "bootstrap": "percentile bootstrap of the mean (independent samples, 2000 resamples)",
                  "cluster_bootstrap": "percentile bootstrap over contexts (queries of one context resampled together, 2000 resamples)",
                  "trial_bootstrap": "percentile bootstrap over trials (2000 resamples)"}
 
