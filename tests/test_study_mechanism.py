@@ -101,6 +101,8 @@ def test_committed_table_has_the_protocols_grid_and_columns() -> None:
     assert len(df) == len(SETTINGS) * len(RANKS) * len(N_PAIRS)
     assert (df.loc[df["n_pairs"] == 1, "accuracy"] == 1).all()
     assert ((df["ci_low"] <= df["accuracy"]) & (df["accuracy"] <= df["ci_high"])).all()
+    assert (df["ci_high"] > df["ci_low"]).all()  # never zero width, even where every trial is exact (N = 1)
+    assert df.loc[df["n_pairs"] == 1, "ci_low"].between(0.98, 0.99).all()  # Wilson over 256 exact trials
     ages = pd.read_csv(AGES)
     assert set(ages["rule"]) == {"deltamem"} and len(ages) == 2 * len(RANKS) * sum(N_PAIRS)
 

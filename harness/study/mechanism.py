@@ -3,7 +3,7 @@
 Protocol (the study's part 1): keys and values are drawn i.i.d. uniform on the unit sphere in R^r;
 N pairs are written in order with a fixed β; reading with key i is correct when the read has its
 highest cosine similarity with v_i among the N written values. Accuracy is the mean over all pairs
-of a trial and over ``trials`` trials; its 95 % interval is a bootstrap over trials (the pairs of
+of a trial and over ``trials`` trials; its 95 % interval is a bootstrap over trials, Wilson where trials are 0/1 or all alike (the pairs of
 one trial share a state, so they are not independent samples).
 
 Rules, all starting from S = 0 ([r, r], row i = value dim i):
@@ -23,7 +23,7 @@ from typing import Iterable
 import pandas as pd
 import torch
 
-from harness.stats import bootstrap_ci
+from harness.stats import accuracy_interval
 
 RULES = ("linear", "delta", "deltamem")
 #: (rule, β) settings of the study; linear attention has no β
@@ -92,7 +92,8 @@ def correct(read: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 
 def _cell(rule: str, beta: float | None, r: int, n: int, hits: torch.Tensor) -> dict:
     per_trial = hits.double().mean(dim=1).numpy()  # [trials]
-    lo, hi = bootstrap_ci(per_trial)
+    # bootstrap over trials; Wilson over trials where they are 0/1 (N = 1) or all alike (no spread to resample)
+    lo, hi = accuracy_interval(per_trial.tolist())["ci95"]
     return {"rule": rule, "beta": beta, "r": r, "n_pairs": n, "accuracy": float(per_trial.mean()),
             "ci_low": lo, "ci_high": hi, "trials": int(hits.shape[0]), "chance": 1.0 / n}
 
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     io.write_json(a.out / "mechanism_meta.json", {
         "command": argv_text, "trials": grid.trials, "seed": grid.seed, "ranks": list(grid.ranks),
         "n_pairs": list(grid.n_pairs), "settings": [[r, b] for r, b in grid.settings], "wall_s": wall,
-        "interval": "95% percentile bootstrap over trials (2000 resamples, seed 0); a trial's pairs share one state",
+        "interval": "95% percentile bootstrap over trials (2000 resamples, seed 0; a trial's pairs share one state), Wilson over "
+                    "trials where each trial is 0/1 (N = 1) or every trial scored alike (never a zero-width interval)",
         "date": e.get("date"), "device": e.get("cpu"), "cpu_threads": e.get("cpu_threads"), "torch_threads": 1,
         "git_sha": e.get("git_sha"), "git_dirty": e.get("git_dirty"), "versions": e.get("versions")})
     print(f"mechanism: {len(cells)} cells × {grid.trials} trials in {wall:.1f} s -> {a.out}")
