@@ -242,12 +242,18 @@ def _labelled(run: Path, variant: str, part: str | None = None) -> None:
 def test_headline_cell_compares_the_state_with_the_window_of_the_same_bytes(tmp_path: Path) -> None:
     """The N with the most samples is the headline: δ-mem r32 40/100 vs window 10/100 (Wilson intervals apart)."""
     for name, method, n8, state in (("w", "window", 10, 9 * 2**20), ("d", "deltamem", 40, 9 * 2**20 + 73728), ("f", "full_kv", 100, 20 * 2**20)):
-        run = write_run(tmp_path / "runs" / name, method, "kv_recall", "m", _kv_rows({2: (5, 5), 8: (100, n8)}, state))
+        run = write_run(tmp_path / "runs" / name, method, "kv_recall", "m", _kv_rows({2: (5, 5), 8: (10, n8 // 10)}, state))
         _labelled(run, {"deltamem": "deltamem_state_r32"}.get(method, method))
+        # the headline run: 90 more contexts at N = 8 under seed 1, whose context ids repeat the grid's
+        more = write_run(tmp_path / "runs" / f"{name}_head", method, "kv_recall", "m", _kv_rows({8: (90, n8 - n8 // 10)}, state))
+        summary = json.loads((more / "summary.json").read_text())
+        (more / "summary.json").write_text(json.dumps(summary | {"seed": 1}))
+        _labelled(more, {"deltamem": "deltamem_state_r32"}.get(method, method))
     _mechanism(tmp_path / "site")
     cap = next(s for s in build_study([tmp_path / "runs"], tmp_path / "site").sections if s.id == "capacity")
     head = cap.finding[0]
-    assert head.startswith("The headline cell, N = 8 facts: deltamem_state_r32 scores 0.40 [") and "n = 100" in head
+    assert head.startswith("The headline cell, N = 8 facts: deltamem_state_r32 scores 0.40 [") and "n = 100 against" in head
+    assert "contexts)" not in head  # 100 distinct contexts (seed 0 and seed 1), one question each: plain Wilson
     assert "against the window of the same KV bytes at 0.10 [" in head and "full KV scores 1.00 [" in head
     assert "rag_bm25" not in head and "BM25 retrieval n/a (not run)" in head
     assert "+0.30, the 95% intervals do not overlap" in head

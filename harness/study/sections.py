@@ -101,7 +101,8 @@ def cells(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     rows = []
     for key, g in scored(df).groupby(by, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        c = mean_interval(g["score"].tolist(), g["context_id"].tolist())
+        # a context is the run's seed + its id: pooled runs with other seeds (a headline cell) hold other contexts
+        c = mean_interval(g["score"].tolist(), (g["seed"].astype(str) + ":" + g["context_id"].astype(str)).tolist())
         rows.append(dict(zip(by, key)) | {"accuracy": c["mean"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "n": c["n"],
                                           "n_contexts": c["n_contexts"], "ci_method": c["ci_method"], "half_width": c["half_width"],
                                           "state_bytes": g["state_bytes"].mean(), "_cell": c})
