@@ -62,9 +62,10 @@ def _frame(run_paths: Sequence[Path | str], out: Path, assign: Mapping[Path | st
         except ReportError as e:
             print(f"note: {e}; the language-model parts render as not run yet")
     df = tidy.frame(runs)
-    for folder, part in (assign or {}).items():
+    paths = df["run_path"].map(lambda p: Path(p).resolve()) if len(df) else None
+    for folder, part in (assign or {}).items() if paths is not None else ():
         root = Path(folder).resolve()
-        under = df["run_path"].map(lambda p: root == Path(p).resolve() or root in Path(p).resolve().parents)
+        under = paths.map(lambda p: p == root or root in p.parents)
         df.loc[under & df["part"].isna(), "part"] = part
     return assign_parts(df)
 
